@@ -1,0 +1,1 @@
+"""Data side of cellcount: file reading, synthetic data, crops, weight maps, datasets."""

@@ -1,0 +1,191 @@
+"""Lightning data module: dataset discovery, split, targets, crops, sampling.
+
+Lifecycle (Lightning): ``prepare_data`` (one process per node) generates the
+synthetic set if asked, writes the split and fills the weight-map cache;
+``setup`` (every process, idempotent) reads them back; samplers are built in the
+``*_dataloader`` methods.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, WeightedRandomSampler
+from tqdm.auto import tqdm
+
+from cellcount.data.dataset import CropDataset, artifact_crops, grid_crops, pad_record
+from cellcount.data.io import DataError, Sample, find_samples
+from cellcount.data.splits import Split, make_split, read_name_list
+from cellcount.data.synthetic import SyntheticConfig, generate_dataset
+from cellcount.data.targets import ImageRecord, TargetOptions, load_record
+from cellcount.data.transforms import build_augmentation
+
+log = logging.getLogger(__name__)
+
+
+class CellDataModule(pl.LightningDataModule):
+    """Crops of fluorescence images with cell masks and weight maps.
+
+    Args:
+        root: dataset folder.
+        layout: ``folder`` | ``fnc_v1`` | ``fnc_v2`` (see :func:`cellcount.data.io.find_samples`).
+        colour: FNC v2 collection (``yellow``, ``red``, ``green``).
+        synthetic: if given, generate a synthetic set into ``root`` first (cached);
+            keys ``n_images``, ``seed`` and any :class:`SyntheticConfig` field.
+        split_file: where the split is written (and read back when it exists).
+        split_seed, val_fraction, test_fraction, test_names_file: see :func:`make_split`.
+        crop_size, crop_step: crop grid (paper: 512, 400).
+        batch_size, num_workers: loader settings (``num_workers=-1``: cores - 1).
+        weight_maps: use the overcrowding weight map (ablation ``no_wm`` sets False).
+        min_cell_area, max_hole_area, wm_sigma, wm_band: target cleaning and map parameters.
+        augmentation: ``paper`` or ``none``; aug_factor / manual_aug_factor augmented
+            copies per crop of ordinary / ``manual_images`` (paper: 4 / 10).
+        noise_std: std of extra Gaussian noise in augmentation (0: as the authors' code).
+        oversample_artifacts: artefact oversampling (ablation ``no_ao`` sets False).
+        artifact_copies, artifact_crops: copies per artefact crop and the crops
+            (``{"image", "y", "x"}`` origins).
+        cache_dir: weight-map cache (default ``<root>/.cellcount_cache``).
+        skip_bad_files: warn and skip unpaired files instead of failing.
+    """
+
+    def __init__(
+        self,
+        root: str,
+        layout: str = "folder",
+        colour: str = "yellow",
+        synthetic: dict[str, Any] | None = None,
+        split_file: str | None = None,
+        split_seed: int = 0,
+        val_fraction: float = 0.3,
+        test_fraction: float = 0.2,
+        test_names_file: str | None = None,
+        crop_size: int = 512,
+        crop_step: int = 400,
+        batch_size: int = 4,
+        num_workers: int = -1,
+        weight_maps: bool = True,
+        min_cell_area: int = 100,
+        max_hole_area: int = 200,
+        wm_sigma: float = 25.0,
+        wm_band: int = 100,
+        augmentation: str = "paper",
+        aug_factor: int = 4,
+        manual_aug_factor: int = 10,
+        manual_images: Sequence[str] = (),
+        noise_std: float = 0.0,
+        oversample_artifacts: bool = True,
+        artifact_copies: int = 150,
+        artifact_crops: Sequence[dict[str, Any]] = (),
+        cache_dir: str | None = None,
+        skip_bad_files: bool = False,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(logger=False)
+        self.root = Path(root)
+        self.cache_dir = Path(cache_dir) if cache_dir else self.root / ".cellcount_cache"
+        self.split_file = Path(split_file) if split_file else None
+        self.targets = TargetOptions(min_cell_area, max_hole_area, wm_sigma, wm_band)
+        self.datasets: dict[str, CropDataset] = {}
+        self.records: dict[str, list[ImageRecord]] = {}
+        self.split: Split | None = None
+
+    # -- discovery and split -------------------------------------------------
+    def samples(self) -> list[Sample]:
+        """All (image, mask) pairs of the dataset."""
+        hp = self.hparams
+        return find_samples(self.root, hp.layout, hp.colour, hp.skip_bad_files)
+
+    def make_split(self, samples: list[Sample]) -> Split:
+        """Read the split file when it exists, else make the seeded split."""
+        if self.split_file is not None and self.split_file.exists():
+            split = Split.load(self.split_file)
+            unknown = set(split.train + split.val + split.test) - {s.name for s in samples}
+            if unknown:
+                raise DataError(
+                    f"split file {self.split_file} names images not in {self.root} "
+                    f"(e.g. {sorted(unknown)[:3]}); delete it to re-split."
+                )
+            return split
+        hp = self.hparams
+        test_names = read_name_list(hp.test_names_file) if hp.test_names_file else None
+        return make_split(samples, hp.val_fraction, hp.test_fraction, hp.split_seed, test_names)
+
+    # -- Lightning hooks -----------------------------------------------------
+    def prepare_data(self) -> None:
+        """Generate synthetic data, write the split, fill the weight-map cache."""
+        if self.hparams.synthetic:
+            options = dict(self.hparams.synthetic)
+            n_images, seed = options.pop("n_images"), options.pop("seed", 0)
+            generate_dataset(self.root, n_images, seed, SyntheticConfig(**options))
+        samples = self.samples()
+        split = self.make_split(samples)
+        if self.split_file is not None and not self.split_file.exists():
+            split.save(self.split_file)
+        if self.hparams.weight_maps:
+            train = [s for s in samples if s.name in set(split.train)]
+            for sample in tqdm(train, desc="weight maps", leave=False, disable=len(train) < 20):
+                load_record(sample, self.targets, self.cache_dir)
+
+    def setup(self, stage: str | None = None) -> None:
+        """Load the images of the split parts the stage needs (idempotent)."""
+        samples = self.samples()
+        self.split = self.make_split(samples)
+        parts = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}
+        for part in parts.get(stage or "fit", ("train", "val", "test")):
+            if part not in self.datasets:
+                self._load_part(part, samples)
+
+    def _load_part(self, part: str, samples: list[Sample]) -> None:
+        assert self.split is not None
+        names = set(getattr(self.split, part))
+        if not names:
+            raise DataError(f"the {part} split of {self.root} is empty; adjust the split fractions.")
+        hp = self.hparams
+        use_map = hp.weight_maps and part == "train"
+        chosen = [s for s in samples if s.name in names]
+        records = [load_record(s, self.targets, self.cache_dir, use_map) for s in chosen]
+        self.records[part] = records
+        padded = [pad_record(r, hp.crop_size) for r in records]
+        self.datasets[part] = self._crop_dataset(padded, train=part == "train")
+
+    def _crop_dataset(self, records: list[ImageRecord], train: bool) -> CropDataset:
+        hp = self.hparams
+        if not train:
+            return CropDataset(records, grid_crops(records, hp.crop_size, hp.crop_step), hp.crop_size)
+        copies = {r.name: 1 + hp.aug_factor for r in records}
+        copies.update({n: 1 + hp.manual_aug_factor for n in hp.manual_images if n in copies})
+        crops = grid_crops(records, hp.crop_size, hp.crop_step, copies, hp.augmentation)
+        transforms = {"paper": build_augmentation(hp.augmentation, hp.noise_std)}
+        if hp.oversample_artifacts and hp.artifact_crops:
+            crops += artifact_crops(records, hp.artifact_crops, hp.crop_size, hp.artifact_copies)
+            transforms["artifact"] = build_augmentation("artifact", hp.noise_std)
+        return CropDataset(records, crops, hp.crop_size, transforms)
+
+    # -- loaders ---------------------------------------------------------------
+    def _loader_kwargs(self) -> dict[str, Any]:
+        workers = self.hparams.num_workers
+        if workers < 0:
+            workers = max(0, min(8, (os.cpu_count() or 1) - 1))
+        return {
+            "batch_size": self.hparams.batch_size,
+            "num_workers": workers,
+            "persistent_workers": workers > 0,
+            "pin_memory": torch.cuda.is_available(),
+        }
+
+    def train_dataloader(self) -> DataLoader:
+        dataset = self.datasets["train"]
+        sampler = WeightedRandomSampler(dataset.sample_weights(), dataset.epoch_size())
+        return DataLoader(dataset, sampler=sampler, drop_last=False, **self._loader_kwargs())
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(self.datasets["val"], shuffle=False, **self._loader_kwargs())
+
+    def test_dataloader(self) -> DataLoader:
+        return DataLoader(self.datasets["test"], shuffle=False, **self._loader_kwargs())

@@ -1,0 +1,223 @@
+"""Reading images and masks, and pairing them by file name.
+
+This is the only module that knows about files on disk. Everything it returns is
+in one convention:
+
+* images: float32 array (H, W, 3), RGB, values in [0, 1];
+* masks: bool array (H, W), True on cell pixels.
+
+Errors are :class:`DataError` and always name the offending file and the fix.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import tifffile
+from PIL import Image, UnidentifiedImageError
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg")
+LAYOUTS = ("folder", "fnc_v1", "fnc_v2")
+
+
+class DataError(ValueError):
+    """A data file or folder cannot be used; the message names it and says what to do."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One image with its ground-truth mask.
+
+    Attributes:
+        name: file stem, unique within a dataset (used in splits and caches).
+        image: path of the image file.
+        mask: path of the mask file.
+        group: sub-collection the sample came from ("trainval"/"test" for FNC v2, else "").
+    """
+
+    name: str
+    image: Path
+    mask: Path
+    group: str = ""
+
+
+def read_array(path: Path) -> np.ndarray:
+    """Decode an image file into its raw array (any dtype, (H, W) or (H, W, C))."""
+    try:
+        if path.suffix.lower() in (".tif", ".tiff"):
+            array = tifffile.imread(path)
+        else:
+            with Image.open(path) as img:
+                array = np.asarray(img)
+    except (OSError, UnidentifiedImageError, ValueError) as err:
+        raise DataError(
+            f"cannot read image {path}: {err}. Check that the file is a complete "
+            f"PNG/TIFF/JPEG (re-export it), or remove it from the folder."
+        ) from err
+    if array.size == 0:
+        raise DataError(f"image {path} is empty (zero size); remove it from the folder.")
+    return array
+
+
+def to_rgb_float(array: np.ndarray, source: Path | str = "<array>") -> np.ndarray:
+    """Normalise an 8/16-bit or float, grey/RGB/RGBA array to RGB float32 in [0, 1].
+
+    Integer images are divided by their dtype's maximum (255 or 65535); float images
+    must already be in [0, 1]. Alpha is dropped; grey is repeated to three channels.
+
+    Returns:
+        float32 array (H, W, 3) with values in [0, 1].
+    """
+    if array.ndim == 2:
+        array = array[..., None]
+    if array.ndim != 3 or array.shape[-1] not in (1, 3, 4):
+        raise DataError(
+            f"image {source} has shape {array.shape}; expected (H, W), (H, W, 3) or "
+            f"(H, W, 4). Save it as a single-plane grey or RGB image."
+        )
+    array = array[..., :3] if array.shape[-1] >= 3 else np.repeat(array, 3, axis=-1)
+    if np.issubdtype(array.dtype, np.integer):
+        return array.astype(np.float32) / float(np.iinfo(array.dtype).max)
+    image = array.astype(np.float32)
+    if not np.isfinite(image).all() or image.min() < 0 or image.max() > 1:
+        raise DataError(
+            f"float image {source} has values outside [0, 1] or NaN/inf; "
+            f"rescale it to [0, 1] or save it as 8/16-bit."
+        )
+    return image
+
+
+def read_image(path: Path | str) -> np.ndarray:
+    """Read an image file as RGB float32 (H, W, 3) in [0, 1]."""
+    path = Path(path)
+    return to_rgb_float(read_array(path), path)
+
+
+def read_mask(path: Path | str) -> np.ndarray:
+    """Read a binary mask file as bool (H, W).
+
+    Accepted encodings: values {0, 1}, {0, 255} or {0, 65535} (or a single one of
+    them); RGB masks must have equal channels. Anything else is an error, because
+    silently binarising e.g. an instance-label image would merge touching cells.
+    """
+    path = Path(path)
+    array = read_array(path)
+    if array.ndim == 3:
+        if not (array == array[..., :1]).all():
+            raise DataError(f"mask {path} has differing colour channels; save it as a grey image.")
+        array = array[..., 0]
+    values = np.unique(array)
+    top = np.iinfo(array.dtype).max if np.issubdtype(array.dtype, np.integer) else 1
+    if not set(values.tolist()) <= {0, 1, top}:
+        raise DataError(
+            f"mask {path} is not binary: it has {len(values)} distinct values "
+            f"(e.g. {values[:5].tolist()}). Expected 0 for background and 1 or {top} "
+            f"for cells; threshold it, or use an instance-label layout."
+        )
+    return array > 0
+
+
+def image_files(folder: Path) -> list[Path]:
+    """Image files directly inside ``folder``, sorted by name (hidden files skipped)."""
+    if not folder.is_dir():
+        raise DataError(f"folder {folder} does not exist; check the data root/layout setting.")
+    files = [
+        p for p in folder.iterdir()
+        if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
+    ]
+    return sorted(files)
+
+
+def pair_by_name(
+    image_dir: Path, mask_dir: Path, group: str = "", skip_unpaired: bool = False
+) -> list[Sample]:
+    """Pair image and mask files that share a stem.
+
+    Raises:
+        DataError: when an image lacks a mask or a mask lacks an image, unless
+            ``skip_unpaired`` is set (then they are skipped with a warning).
+    """
+    images = {p.stem: p for p in image_files(image_dir)}
+    masks = {p.stem: p for p in image_files(mask_dir)}
+    problems = [f"image {images[s]} has no mask in {mask_dir}" for s in images.keys() - masks]
+    problems += [f"mask {masks[s]} has no image in {image_dir}" for s in masks.keys() - images]
+    if problems:
+        message = "; ".join(sorted(problems))
+        if not skip_unpaired:
+            raise DataError(
+                f"{message}. Give every image a mask with the same file name, "
+                f"or set data.skip_bad_files=true to skip them."
+            )
+        log.warning("skipping unpaired files: %s", message)
+    names = sorted(images.keys() & masks.keys())
+    return [Sample(n, images[n], masks[n], group) for n in names]
+
+
+def find_samples(
+    root: Path | str, layout: str = "folder", colour: str = "yellow", skip_unpaired: bool = False
+) -> list[Sample]:
+    """List the (image, mask) pairs of a dataset.
+
+    Layouts:
+        ``folder``: ``root/images/*`` and ``root/masks/*`` (bring your own data).
+        ``fnc_v1``: ``root/all_images/images/*`` and ``root/all_masks/masks/*``.
+        ``fnc_v2``: ``root/<colour>/{trainval,test}/images/*`` with masks in
+        ``.../ground_truths/masks/*``; ``Sample.group`` tells the split folder.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"data root {root} does not exist; set data.root=<folder with your data>.")
+    if layout == "folder":
+        samples = pair_by_name(root / "images", root / "masks", "", skip_unpaired)
+    elif layout == "fnc_v1":
+        samples = pair_by_name(
+            root / "all_images" / "images", root / "all_masks" / "masks", "", skip_unpaired
+        )
+    elif layout == "fnc_v2":
+        samples = _fnc_v2_samples(root / colour, skip_unpaired)
+    else:
+        raise DataError(f"unknown data layout {layout!r}; valid layouts: {', '.join(LAYOUTS)}.")
+    if not samples:
+        raise DataError(f"no image/mask pairs found under {root} (layout {layout!r}).")
+    _check_unique(s.name for s in samples)
+    return samples
+
+
+def _fnc_v2_samples(colour_root: Path, skip_unpaired: bool) -> list[Sample]:
+    samples: list[Sample] = []
+    for group in ("trainval", "test"):
+        part = colour_root / group
+        if part.is_dir():
+            masks = part / "ground_truths" / "masks"
+            samples += pair_by_name(part / "images", masks, group, skip_unpaired)
+    if not samples:
+        raise DataError(
+            f"no FNC v2 split folders in {colour_root}; expected {colour_root}/trainval/images."
+        )
+    return samples
+
+
+def _check_unique(names: Iterable[str]) -> None:
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise DataError(f"two images share the name {name!r}; rename one of them.")
+        seen.add(name)
+
+
+def load_pair(sample: Sample) -> tuple[np.ndarray, np.ndarray]:
+    """Read a sample's image (H, W, 3) float32 [0, 1] and mask (H, W) bool; check sizes agree."""
+    image = read_image(sample.image)
+    mask = read_mask(sample.mask)
+    if image.shape[:2] != mask.shape:
+        raise DataError(
+            f"mask {sample.mask} is {mask.shape[1]}x{mask.shape[0]} but image {sample.image} "
+            f"is {image.shape[1]}x{image.shape[0]} (width x height); they must match."
+        )
+    return image, mask

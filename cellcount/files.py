@@ -1,0 +1,68 @@
+"""Atomic file writing and content hashing.
+
+Every file the package writes goes through :func:`atomic_path`: the content is
+written to a temporary sibling and renamed into place, so an interrupted run
+never leaves a half-written CSV, image, cache or split behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+
+@contextmanager
+def atomic_path(path: Path | str) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; rename it onto ``path`` on success.
+
+    The temporary file keeps the suffix of ``path`` so writers that pick a format
+    from the extension work. On any exception the temporary file is removed.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(
+        dir=path.parent, prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}"
+    )
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def atomic_write_text(path: Path | str, text: str) -> None:
+    """Write ``text`` to ``path`` atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def atomic_save_npy(path: Path | str, array: np.ndarray) -> None:
+    """Save ``array`` as ``.npy`` atomically."""
+    with atomic_path(path) as tmp, tmp.open("wb") as handle:
+        np.save(handle, array)
+
+
+def file_sha256(path: Path | str, chunk: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def array_sha256(*arrays: np.ndarray, extra: str = "") -> str:
+    """Hex SHA-256 of arrays' shapes, dtypes and bytes, plus an ``extra`` string."""
+    digest = hashlib.sha256(extra.encode())
+    for array in arrays:
+        digest.update(f"{array.shape}{array.dtype}".encode())
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()

@@ -45,11 +45,14 @@ def test_ablations_flip_only_their_switches(compose_train: Composer) -> None:
         assert diff == {changed} and data[changed] is False
 
 
-def test_trainer_callbacks_and_loggers_instantiate(compose_train: Composer) -> None:
-    cfg = compose_train("trainer=debug", "logger=csv")
+@pytest.mark.parametrize("option", ["cpu", "debug"])
+def test_cpu_trainers_and_callbacks_instantiate(compose_train: Composer, option: str) -> None:
+    cfg = compose_train(f"trainer={option}", "logger=csv")
     callbacks = [instantiate(c) for c in cfg.callbacks.values()]
-    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=False)
-    assert trainer.max_epochs == cfg.trainer.max_epochs
+    loggers = [instantiate(c) for c in cfg.logger.values()]
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
+    assert bool(trainer.fast_dev_run) == (option == "debug")
+    assert trainer.early_stopping_callback.patience == 20
 
 
 def test_optimizers_follow_paper_and_code(compose_train: Composer) -> None:

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from cellcount.losses import weighted_bce
-from cellcount.nets import build_net
+from cellcount.nets import build_net, net_config
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], Any]
@@ -43,8 +43,11 @@ class CellSegModule(pl.LightningModule):
         scheduler: SchedulerFactory | None = None,
     ) -> None:
         super().__init__()
+        self.net = build_net(arch, **dict(arch_kwargs or {}))
+        # Record the resolved, JSON-plain kwargs (defaults filled in): the checkpoint
+        # then holds only primitive types and loads with torch.load(weights_only=True).
+        arch_kwargs = net_config(self.net)["kwargs"]
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
-        self.net = build_net(arch, **(arch_kwargs or {}))
         self.register_buffer("threshold", torch.tensor(float(threshold)))
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler

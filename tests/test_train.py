@@ -42,19 +42,20 @@ def test_fast_dev_run_through_hydra_entry_point(tmp_path: Path) -> None:
     assert len(split["train"]) + len(split["val"]) + len(split["test"]) == 6
     info = json.loads((run_dir / "run_info.json").read_text())
     assert info["seed"] == 12345
-    assert info["versions"]["torch"] == torch.__version__
+    assert torch.__version__.startswith(info["versions"]["torch"])
+    assert info["git_commit"]
     assert (run_dir / ".hydra" / "config.yaml").exists()
-    assert (run_dir / "wandb").is_dir()
 
 
 def test_short_training_saves_self_sufficient_checkpoint(tmp_path: Path) -> None:
     result = _train(tmp_path, "trainer.max_epochs=2", "trainer.limit_train_batches=2",
-                    "logger=csv", "test=false")
+                    "test=false")
     assert result.returncode == 0, result.stderr[-3000:]
     run_dir = _run_dir(result.stdout)
     best = run_dir / "checkpoints" / "best.ckpt"
     assert best.exists() and (run_dir / "checkpoints" / "last.ckpt").exists()
     assert (run_dir / "csv" / "metrics.csv").read_text().count("val/loss") == 1
+    assert list((run_dir / "wandb").glob("offline-run-*")), "W&B should log an offline run"
     # Loadable without the Hydra run folder: architecture and threshold travel in the file.
     module = CellSegModule.load_from_checkpoint(best, map_location="cpu")
     assert module.hparams.arch == "c_resunet"

@@ -19,7 +19,13 @@ import torch
 from torch.utils.data import DataLoader, WeightedRandomSampler
 from tqdm.auto import tqdm
 
-from cellcount.data.dataset import CropDataset, artifact_crops, grid_crops, pad_record
+from cellcount.data.dataset import (
+    CropDataset,
+    artifact_crops,
+    grid_crops,
+    pad_record,
+    seed_worker,
+)
 from cellcount.data.io import DataError, Sample, find_samples
 from cellcount.data.splits import Split, make_split, read_name_list
 from cellcount.data.synthetic import SyntheticConfig, generate_dataset
@@ -161,10 +167,11 @@ class CellDataModule(pl.LightningDataModule):
         copies = {r.name: 1 + hp.aug_factor for r in records}
         copies.update({n: 1 + hp.manual_aug_factor for n in hp.manual_images if n in copies})
         crops = grid_crops(records, hp.crop_size, hp.crop_step, copies, hp.augmentation)
-        transforms = {"paper": build_augmentation(hp.augmentation, hp.noise_std)}
+        seed = torch.initial_seed() % 2**32  # set by seed_everything; workers re-seed
+        transforms = {hp.augmentation: build_augmentation(hp.augmentation, hp.noise_std, seed)}
         if hp.oversample_artifacts and hp.artifact_crops:
             crops += artifact_crops(records, hp.artifact_crops, hp.crop_size, hp.artifact_copies)
-            transforms["artifact"] = build_augmentation("artifact", hp.noise_std)
+            transforms["artifact"] = build_augmentation("artifact", hp.noise_std, seed + 1)
         return CropDataset(records, crops, hp.crop_size, transforms)
 
     # -- loaders ---------------------------------------------------------------
@@ -177,6 +184,7 @@ class CellDataModule(pl.LightningDataModule):
             "num_workers": workers,
             "persistent_workers": workers > 0,
             "pin_memory": torch.cuda.is_available(),
+            "worker_init_fn": seed_worker,
         }
 
     def train_dataloader(self) -> DataLoader:

@@ -21,7 +21,7 @@ from torch.utils.data import Dataset
 
 from cellcount.data.crops import crop_boxes, pad_to_min_size
 from cellcount.data.targets import ImageRecord
-from cellcount.data.transforms import apply_augmentation
+from cellcount.data.transforms import apply_augmentation, seed_augmentation
 
 
 @dataclass(frozen=True)
@@ -92,6 +92,22 @@ def pad_record(record: ImageRecord, crop: int) -> ImageRecord:
         pad_to_min_size(record.target, crop, crop),
         np.maximum(pad_to_min_size(record.weight, crop, crop), 1).astype(np.float16),
     )
+
+
+def seed_worker(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: give each worker its own reproducible streams.
+
+    PyTorch seeds every worker's torch RNG with ``base_seed + worker_id`` (base seed
+    drawn from the seeded main process); Python's ``random`` (used for the augment
+    draw) and the albumentations pipelines (which ignore global seeds) follow it.
+    """
+    seed = torch.initial_seed() % 2**32
+    random.seed(seed)
+    np.random.seed(seed)
+    info = torch.utils.data.get_worker_info()
+    dataset = info.dataset if info is not None else None
+    for transform in getattr(dataset, "transforms", {}).values():
+        seed_augmentation(transform, seed)
 
 
 class CropDataset(Dataset[dict[str, torch.Tensor]]):

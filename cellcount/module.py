@@ -49,6 +49,7 @@ class CellSegModule(pl.LightningModule):
         arch_kwargs = net_config(self.net)["kwargs"]
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
         self.register_buffer("threshold", torch.tensor(float(threshold)))
+        self.cell_weight = float(cell_weight)
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
 
@@ -58,7 +59,7 @@ class CellSegModule(pl.LightningModule):
 
     def _shared_step(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
         logits = self(batch["image"])
-        loss = weighted_bce(logits, batch["mask"], batch["weight"], self.hparams.cell_weight)
+        loss = weighted_bce(logits, batch["mask"], batch["weight"], self.cell_weight)
         if not torch.isfinite(loss):
             raise FloatingPointError(
                 f"{stage} loss is {loss.item()} at epoch {self.current_epoch}, step "
@@ -66,8 +67,13 @@ class CellSegModule(pl.LightningModule):
                 f"the input images for NaN/inf. The last good checkpoint is kept."
             )
         self.log(
-            f"{stage}/loss", loss, on_step=stage == "train", on_epoch=True, prog_bar=True,
-            batch_size=batch["image"].shape[0], sync_dist=stage != "train",
+            f"{stage}/loss",
+            loss,
+            on_step=stage == "train",
+            on_epoch=True,
+            prog_bar=True,
+            batch_size=batch["image"].shape[0],
+            sync_dist=stage != "train",
         )
         return loss
 

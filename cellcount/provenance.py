@@ -15,9 +15,20 @@ from typing import Any
 from cellcount.files import atomic_write_text
 
 PACKAGES = (
-    "cellcount", "torch", "torchvision", "pytorch-lightning", "hydra-core", "omegaconf",
-    "segmentation-models-pytorch", "albumentations", "scikit-image", "scipy", "numpy",
-    "kneed", "torchmetrics", "wandb",
+    "cellcount",
+    "torch",
+    "torchvision",
+    "pytorch-lightning",
+    "hydra-core",
+    "omegaconf",
+    "segmentation-models-pytorch",
+    "albumentations",
+    "scikit-image",
+    "scipy",
+    "numpy",
+    "kneed",
+    "torchmetrics",
+    "wandb",
 )
 
 
@@ -38,7 +49,11 @@ def git_commit(cwd: Path | None = None) -> str | None:
     try:
         commit = subprocess.run(
             ["git", "describe", "--always", "--dirty", "--abbrev=40"],
-            cwd=source, capture_output=True, text=True, check=True, timeout=10,
+            cwd=source,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None

@@ -16,7 +16,6 @@ from typing import Any
 
 import hydra
 import pytorch_lightning as pl
-from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -46,14 +45,23 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=_resume_path(cfg, run_dir))
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+        best_path, best_score = _best_checkpoint(trainer)
+        if best_score is not None:
+            metrics["val/loss_best"] = best_score
         if cfg.test:
-            best = "best" if trainer.checkpoint_callback and not cfg.trainer.get("fast_dev_run") else None
-            for result in trainer.test(module, datamodule=datamodule, ckpt_path=best):
+            for result in trainer.test(module, datamodule=datamodule, ckpt_path=best_path):
                 metrics.update(result)
     finally:
         _finish_loggers(loggers)
-    best_path = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-    return {"metrics": metrics, "run_dir": str(run_dir), "best_checkpoint": best_path}
+    return {"metrics": metrics, "run_dir": str(run_dir), "best_checkpoint": best_path or ""}
+
+
+def _best_checkpoint(trainer: pl.Trainer) -> tuple[str | None, float | None]:
+    """Path and monitored score of the best checkpoint, or None (``fast_dev_run`` saves none)."""
+    callback = trainer.checkpoint_callback
+    path = getattr(callback, "best_model_path", None) or None
+    score = getattr(callback, "best_model_score", None)
+    return path, (float(score) if path and score is not None else None)
 
 
 def _resume_path(cfg: DictConfig, run_dir: Path) -> str | None:
@@ -74,7 +82,8 @@ def _finish_loggers(loggers: list[Any]) -> None:
 def main(cfg: DictConfig) -> float | None:
     """Hydra entry point; returns the best validation loss (for sweepers)."""
     result = train(cfg)
-    val_loss = result["metrics"].get("val/loss")
+    metrics = result["metrics"]
+    val_loss = metrics.get("val/loss_best", metrics.get("val/loss"))
     print(f"validation loss: {val_loss:.4f}" if val_loss is not None else "validation loss: n/a")
     if result["best_checkpoint"]:
         print(f"best checkpoint: {result['best_checkpoint']}")

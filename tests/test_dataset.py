@@ -47,19 +47,27 @@ def test_items_are_aligned_tensors() -> None:
 def test_sampler_frequencies_match_oversampling_factor() -> None:
     records = [_record("plain"), _record("with_artifact")]
     crops = grid_crops(records, 32, 32, {"plain": 5, "with_artifact": 5})
-    crops += artifact_crops(records, [{"image": "with_artifact", "y": 5, "x": 900}], 32, 150)
+    box = {"image": "with_artifact", "y": 5, "x": 900, "height": 4, "width": 10}
+    crops += artifact_crops(records, [box], 32, 150)
     dataset = CropDataset(records, crops, crop=32)
     assert dataset.epoch_size() == 12 * 5 + 151
     artifact = len(crops) - 1
-    assert (crops[artifact].y0, crops[artifact].x0) == (5, 96 - 32)  # clipped into the image
+    assert (crops[artifact].y0, crops[artifact].x0) == (0, 96 - 32)  # clipped into the image
     generator = torch.Generator().manual_seed(0)
-    draws = torch.tensor(list(WeightedRandomSampler(
-        dataset.sample_weights(), 200_000, generator=generator
-    )))
+    draws = torch.tensor(
+        list(WeightedRandomSampler(dataset.sample_weights(), 200_000, generator=generator))
+    )
     share = (draws == artifact).double().mean().item()
     assert abs(share - 151 / dataset.epoch_size()) < 0.005
     plain_share = (draws == 0).double().mean().item()
     assert abs(plain_share - 5 / dataset.epoch_size()) < 0.002
+
+
+def test_artifact_crop_is_centred_on_the_box() -> None:
+    (spec,) = artifact_crops(
+        [_record("a")], [{"image": "a", "y": 20, "x": 40, "height": 10, "width": 20}], 32, 10
+    )
+    assert (spec.y0, spec.x0, spec.copies, spec.augment) == (25 - 16, 50 - 16, 11, "artifact")
 
 
 def test_artifact_boxes_on_other_images_are_ignored() -> None:

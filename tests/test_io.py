@@ -30,8 +30,9 @@ def _write_pair(root: Path, name: str, image: np.ndarray, mask: np.ndarray) -> N
         (np.full((4, 5, 3), 0.25, np.float32), 0.25),
     ],
 )
-def test_read_image_normalises_to_rgb_unit_range(tmp_path: Path, array: np.ndarray,
-                                                  expected_max: float) -> None:
+def test_read_image_normalises_to_rgb_unit_range(
+    tmp_path: Path, array: np.ndarray, expected_max: float
+) -> None:
     path = tmp_path / "img.tif"
     tifffile.imwrite(path, array, photometric="rgb" if array.ndim == 3 else None)
     image = read_image(path)
@@ -43,7 +44,7 @@ def test_read_image_normalises_to_rgb_unit_range(tmp_path: Path, array: np.ndarr
 def test_unreadable_image_names_the_file(tmp_path: Path) -> None:
     path = tmp_path / "broken.png"
     path.write_bytes(b"\x89PNG\r\n\x1a\n not really")
-    with pytest.raises(DataError, match="broken.png"):
+    with pytest.raises(DataError, match=r"broken\.png"):
         read_image(path)
 
 

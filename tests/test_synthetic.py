@@ -12,7 +12,7 @@ from PIL import Image
 from scipy import ndimage as ndi
 
 from cellcount.data import synthetic
-from cellcount.data.io import DataError
+from cellcount.data.io import DataError, read_artifact_boxes
 from cellcount.data.synthetic import (
     SyntheticConfig,
     generate_dataset,
@@ -221,25 +221,38 @@ def test_incomplete_dataset_raises(tmp_path: Path) -> None:
 
 
 def test_interrupted_run_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    real = synthetic.render_sample
+    real = synthetic.render_scene
     calls = {"n": 0}
 
     def failing(
         generator: np.random.Generator, cfg: SyntheticConfig | None = None
-    ) -> tuple[np.ndarray, np.ndarray]:
+    ) -> synthetic.Scene:
         calls["n"] += 1
         if calls["n"] == 2:
             raise KeyboardInterrupt
         return real(generator, cfg)
 
-    monkeypatch.setattr(synthetic, "render_sample", failing)
+    monkeypatch.setattr(synthetic, "render_scene", failing)
     with pytest.raises(KeyboardInterrupt):
         generate_dataset(tmp_path / "synth", 3, cfg=SMALL)
     assert list(tmp_path.iterdir()) == []
-    monkeypatch.setattr(synthetic, "render_sample", real)
+    monkeypatch.setattr(synthetic, "render_scene", real)
     assert (generate_dataset(tmp_path / "synth", 3, cfg=SMALL) / "counts.csv").is_file()
 
 
 def test_n_images_must_be_positive(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="n_images"):
         generate_dataset(tmp_path / "synth", 0, cfg=SMALL)
+
+
+def test_artifact_boxes_cover_the_drawn_strips(tmp_path: Path) -> None:
+    cfg = SyntheticConfig(height=256, width=256, strip_prob=1.0)
+    root = generate_dataset(tmp_path / "strips", 2, seed=4, cfg=cfg)
+    boxes = read_artifact_boxes(root / "artifacts.csv")
+    assert {b["image"] for b in boxes} == {"synth_0000", "synth_0001"}
+    for index in range(2):
+        scene = synthetic.render_scene(np.random.default_rng([4, index]), cfg)
+        covered = np.zeros_like(scene.artifacts)
+        for box in (b for b in boxes if b["image"] == f"synth_{index:04d}"):
+            covered[box["y"] : box["y"] + box["height"], box["x"] : box["x"] + box["width"]] = True
+        assert covered[scene.artifacts].mean() > 0.8  # the big regions (strips) are boxed

@@ -17,10 +17,16 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _train(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess[str]:
     command = [
-        sys.executable, "-m", "cellcount.train",
+        sys.executable,
+        "-m",
+        "cellcount.train",
         f"paths.output_dir={tmp_path / 'outputs'}",
-        "data.synthetic.n_images=6", "data.synthetic.height=128", "data.synthetic.width=128",
-        "data.crop_size=64", "data.crop_step=64", "data.num_workers=0",
+        "data.synthetic.n_images=6",
+        "data.synthetic.height=128",
+        "data.synthetic.width=128",
+        "data.crop_size=64",
+        "data.crop_step=64",
+        "data.num_workers=0",
         "module.arch_kwargs={n_features_start: 4}",
         *overrides,
     ]
@@ -48,8 +54,7 @@ def test_fast_dev_run_through_hydra_entry_point(tmp_path: Path) -> None:
 
 
 def test_short_training_saves_self_sufficient_checkpoint(tmp_path: Path) -> None:
-    result = _train(tmp_path, "trainer.max_epochs=2", "trainer.limit_train_batches=2",
-                    "test=false")
+    result = _train(tmp_path, "trainer.max_epochs=2", "trainer.limit_train_batches=2", "test=false")
     assert result.returncode == 0, result.stderr[-3000:]
     run_dir = _run_dir(result.stdout)
     best = run_dir / "checkpoints" / "best.ckpt"

@@ -26,7 +26,7 @@ from cellcount.data.dataset import (
     pad_record,
     seed_worker,
 )
-from cellcount.data.io import DataError, Sample, find_samples
+from cellcount.data.io import DataError, Sample, find_samples, read_artifact_boxes
 from cellcount.data.splits import Split, make_split, read_name_list
 from cellcount.data.synthetic import SyntheticConfig, generate_dataset
 from cellcount.data.targets import ImageRecord, TargetOptions, load_record
@@ -54,8 +54,11 @@ class CellDataModule(pl.LightningDataModule):
             copies per crop of ordinary / ``manual_images`` (paper: 4 / 10).
         noise_std: std of extra Gaussian noise in augmentation (0: as the authors' code).
         oversample_artifacts: artefact oversampling (ablation ``no_ao`` sets False).
-        artifact_copies, artifact_crops: copies per artefact crop and the crops
-            (``{"image", "y", "x"}`` origins).
+        artifact_copies: augmented copies per artefact crop (paper: 150).
+        artifact_crops: artefact boxes ``{"image", "y", "x", "height", "width"}``;
+            a crop centred on each is oversampled.
+        artifacts_file: CSV of more such boxes (``image,y,x,height,width``); the
+            synthetic generator writes one (``artifacts.csv``).
         cache_dir: weight-map cache (default ``<root>/.cellcount_cache``).
         skip_bad_files: warn and skip unpaired files instead of failing.
     """
@@ -88,6 +91,7 @@ class CellDataModule(pl.LightningDataModule):
         oversample_artifacts: bool = True,
         artifact_copies: int = 150,
         artifact_crops: Sequence[dict[str, Any]] = (),
+        artifacts_file: str | None = None,
         cache_dir: str | None = None,
         skip_bad_files: bool = False,
     ) -> None:
@@ -101,10 +105,15 @@ class CellDataModule(pl.LightningDataModule):
         self.records: dict[str, list[ImageRecord]] = {}
         self.split: Split | None = None
 
+    @property
+    def hp(self) -> Any:
+        """The constructor arguments (Lightning's ``hparams``), attribute access."""
+        return self.hparams
+
     # -- discovery and split -------------------------------------------------
     def samples(self) -> list[Sample]:
         """All (image, mask) pairs of the dataset."""
-        hp = self.hparams
+        hp = self.hp
         return find_samples(self.root, hp.layout, hp.colour, hp.skip_bad_files)
 
     def make_split(self, samples: list[Sample]) -> Split:
@@ -118,24 +127,23 @@ class CellDataModule(pl.LightningDataModule):
                     f"(e.g. {sorted(unknown)[:3]}); delete it to re-split."
                 )
             return split
-        hp = self.hparams
+        hp = self.hp
         test_names = read_name_list(hp.test_names_file) if hp.test_names_file else None
         return make_split(samples, hp.val_fraction, hp.test_fraction, hp.split_seed, test_names)
 
     # -- Lightning hooks -----------------------------------------------------
     def prepare_data(self) -> None:
         """Generate synthetic data, write the split, fill the weight-map cache."""
-        if self.hparams.synthetic:
-            options = dict(self.hparams.synthetic)
+        if self.hp.synthetic:
+            options = dict(self.hp.synthetic)
             n_images, seed = options.pop("n_images"), options.pop("seed", 0)
             generate_dataset(self.root, n_images, seed, SyntheticConfig(**options))
         samples = self.samples()
         split = self.make_split(samples)
         if self.split_file is not None and not self.split_file.exists():
             split.save(self.split_file)
-        if self.hparams.weight_maps:
-            train = [s for s in samples if s.name in set(split.train)]
-            for sample in tqdm(train, desc="weight maps", leave=False, disable=len(train) < 20):
+        if self.hp.weight_maps:
+            for sample in tqdm(samples, desc="weight maps", leave=False, disable=len(samples) < 20):
                 load_record(sample, self.targets, self.cache_dir)
 
     def setup(self, stage: str | None = None) -> None:
@@ -151,36 +159,47 @@ class CellDataModule(pl.LightningDataModule):
         assert self.split is not None
         names = set(getattr(self.split, part))
         if not names:
-            raise DataError(f"the {part} split of {self.root} is empty; adjust the split fractions.")
-        hp = self.hparams
-        use_map = hp.weight_maps and part == "train"
+            raise DataError(
+                f"the {part} split of {self.root} is empty; adjust the split fractions."
+            )
+        hp = self.hp
         chosen = [s for s in samples if s.name in names]
-        records = [load_record(s, self.targets, self.cache_dir, use_map) for s in chosen]
+        records = [load_record(s, self.targets, self.cache_dir, hp.weight_maps) for s in chosen]
         self.records[part] = records
         padded = [pad_record(r, hp.crop_size) for r in records]
         self.datasets[part] = self._crop_dataset(padded, train=part == "train")
 
     def _crop_dataset(self, records: list[ImageRecord], train: bool) -> CropDataset:
-        hp = self.hparams
+        hp = self.hp
         if not train:
-            return CropDataset(records, grid_crops(records, hp.crop_size, hp.crop_step), hp.crop_size)
+            return CropDataset(
+                records, grid_crops(records, hp.crop_size, hp.crop_step), hp.crop_size
+            )
         copies = {r.name: 1 + hp.aug_factor for r in records}
         copies.update({n: 1 + hp.manual_aug_factor for n in hp.manual_images if n in copies})
         crops = grid_crops(records, hp.crop_size, hp.crop_step, copies, hp.augmentation)
         seed = torch.initial_seed() % 2**32  # set by seed_everything; workers re-seed
         transforms = {hp.augmentation: build_augmentation(hp.augmentation, hp.noise_std, seed)}
-        if hp.oversample_artifacts and hp.artifact_crops:
-            crops += artifact_crops(records, hp.artifact_crops, hp.crop_size, hp.artifact_copies)
+        boxes = self.artifact_boxes() if hp.oversample_artifacts else []
+        if boxes:
+            crops += artifact_crops(records, boxes, hp.crop_size, hp.artifact_copies)
             transforms["artifact"] = build_augmentation("artifact", hp.noise_std, seed + 1)
         return CropDataset(records, crops, hp.crop_size, transforms)
 
+    def artifact_boxes(self) -> list[dict[str, Any]]:
+        """Artefact boxes from the config list and the artefact file (if any)."""
+        boxes = list(self.hp.artifact_crops)
+        if self.hp.artifacts_file:
+            boxes += read_artifact_boxes(self.hp.artifacts_file)
+        return boxes
+
     # -- loaders ---------------------------------------------------------------
     def _loader_kwargs(self) -> dict[str, Any]:
-        workers = self.hparams.num_workers
+        workers = self.hp.num_workers
         if workers < 0:
             workers = max(0, min(8, (os.cpu_count() or 1) - 1))
         return {
-            "batch_size": self.hparams.batch_size,
+            "batch_size": self.hp.batch_size,
             "num_workers": workers,
             "persistent_workers": workers > 0,
             "pin_memory": torch.cuda.is_available(),
@@ -189,7 +208,7 @@ class CellDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         dataset = self.datasets["train"]
-        sampler = WeightedRandomSampler(dataset.sample_weights(), dataset.epoch_size())
+        sampler = WeightedRandomSampler(dataset.sample_weights().tolist(), dataset.epoch_size())
         return DataLoader(dataset, sampler=sampler, drop_last=False, **self._loader_kwargs())
 
     def val_dataloader(self) -> DataLoader:

@@ -11,6 +11,7 @@ Errors are :class:`DataError` and always name the offending file and the fix.
 
 from __future__ import annotations
 
+import csv
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -128,7 +129,8 @@ def image_files(folder: Path) -> list[Path]:
     if not folder.is_dir():
         raise DataError(f"folder {folder} does not exist; check the data root/layout setting.")
     files = [
-        p for p in folder.iterdir()
+        p
+        for p in folder.iterdir()
         if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
     ]
     return sorted(files)
@@ -221,3 +223,26 @@ def load_pair(sample: Sample) -> tuple[np.ndarray, np.ndarray]:
             f"is {image.shape[1]}x{image.shape[0]} (width x height); they must match."
         )
     return image, mask
+
+
+def read_artifact_boxes(path: Path | str) -> list[dict[str, int | str]]:
+    """Read artefact boxes from a CSV with columns ``image,y,x,height,width`` (pixels).
+
+    ``image`` is the image's file stem. Returns one dict per row.
+    """
+    path = Path(path)
+    try:
+        with path.open(newline="") as handle:
+            rows = list(csv.DictReader(handle))
+        return [
+            {
+                "image": Path(r["image"]).stem,
+                **{k: int(r[k]) for k in ("y", "x", "height", "width")},
+            }
+            for r in rows
+        ]
+    except (OSError, KeyError, ValueError, TypeError) as err:
+        raise DataError(
+            f"artefact box file {path} is unreadable ({err!r}); it needs the columns "
+            f"image,y,x,height,width with integer pixel values."
+        ) from err

@@ -37,7 +37,9 @@ class Split:
             data = json.loads(Path(path).read_text())
             return cls(train=data["train"], val=data["val"], test=data["test"])
         except (OSError, json.JSONDecodeError, KeyError, TypeError) as err:
-            raise DataError(f"split file {path} is unreadable ({err}); delete it to re-split.")
+            raise DataError(
+                f"split file {path} is unreadable ({err}); delete it to re-split."
+            ) from err
 
 
 def read_name_list(path: Path | str) -> list[str]:

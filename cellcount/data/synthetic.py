@@ -50,9 +50,12 @@ from cellcount.data.io import DataError
 log = logging.getLogger(__name__)
 
 #: Bump whenever the rendering changes, so cached datasets are not silently reused.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 MANIFEST_NAME = "synthetic.json"
 COUNTS_NAME = "counts.csv"
+ARTIFACTS_NAME = "artifacts.csv"
+# Artefact regions at least this large (px) are listed for artefact oversampling.
+ARTIFACT_MIN_AREA = 400
 #: Fast, deterministic PNG encoding (grainy images barely compress better at higher levels).
 PNG_OPTIONS: dict[str, Any] = {"format": "PNG", "compress_level": 3}
 
@@ -740,22 +743,42 @@ def _check_existing(root: Path, wanted: dict[str, Any]) -> bool:
     return True
 
 
+def artifact_boxes(artifacts: np.ndarray) -> list[tuple[int, int, int, int]]:
+    """Bounding boxes ``(y, x, height, width)`` of artefact regions of at least
+    ``ARTIFACT_MIN_AREA`` pixels (8-connected), for artefact oversampling."""
+    labels, _ = ndi.label(artifacts, structure=np.ones((3, 3)))
+    areas = np.bincount(labels.ravel())
+    boxes = []
+    for index, window in enumerate(ndi.find_objects(labels), start=1):
+        if window is not None and areas[index] >= ARTIFACT_MIN_AREA:
+            rows, cols = window
+            boxes.append((rows.start, cols.start, rows.stop - rows.start, cols.stop - cols.start))
+    return boxes
+
+
+def _write_csv(path: Path, header: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows(rows)
+
+
 def _write_dataset(folder: Path, n_images: int, seed: int, cfg: SyntheticConfig) -> None:
     """Write every file of the dataset into ``folder`` (manifest last)."""
     (folder / "images").mkdir()
     (folder / "masks").mkdir()
     rows = []
+    boxes: list[tuple[str, int, int, int, int]] = []
     for index in range(n_images):
-        image, labels = render_sample(np.random.default_rng([seed, index]), cfg)
+        scene = render_scene(np.random.default_rng([seed, index]), cfg)
         name = sample_name(index)
-        Image.fromarray(image).save(folder / "images" / f"{name}.png", **PNG_OPTIONS)
-        mask = np.where(labels > 0, 255, 0).astype(np.uint8)
+        Image.fromarray(scene.image).save(folder / "images" / f"{name}.png", **PNG_OPTIONS)
+        mask = np.where(scene.labels > 0, 255, 0).astype(np.uint8)
         Image.fromarray(mask).save(folder / "masks" / f"{name}.png", **PNG_OPTIONS)
-        rows.append((name, int(labels.max())))
-    with open(folder / COUNTS_NAME, "w", newline="") as handle:
-        writer = csv.writer(handle, lineterminator="\n")
-        writer.writerow(("name", "count"))
-        writer.writerows(rows)
+        rows.append((name, int(scene.labels.max())))
+        boxes += [(name, *box) for box in artifact_boxes(scene.artifacts)]
+    _write_csv(folder / COUNTS_NAME, ("name", "count"), rows)
+    _write_csv(folder / ARTIFACTS_NAME, ("image", "y", "x", "height", "width"), boxes)
     manifest = _manifest(n_images, seed, cfg)
     (folder / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
 

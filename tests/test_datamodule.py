@@ -1,0 +1,119 @@
+"""The data module end to end on a tiny synthetic set: split, cache, loaders, switches."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from cellcount.data import targets
+from cellcount.data.datamodule import CellDataModule
+from cellcount.data.io import DataError
+from cellcount.data.splits import Split
+
+
+def _module(root: Path, tmp_path: Path, **kwargs: object) -> CellDataModule:
+    options: dict[str, object] = {
+        "root": str(root),
+        "split_file": str(tmp_path / "split.json"),
+        "cache_dir": str(tmp_path / "cache"),
+        "crop_size": 64,
+        "crop_step": 64,
+        "batch_size": 2,
+        "num_workers": 0,
+        "aug_factor": 2,
+    }
+    options.update(kwargs)
+    return CellDataModule(**options)  # type: ignore[arg-type]
+
+
+def test_fit_setup_gives_weighted_crops(tiny_synthetic: Path, tmp_path: Path) -> None:
+    dm = _module(tiny_synthetic, tmp_path)
+    dm.prepare_data()
+    dm.setup("fit")
+    split = Split.load(tmp_path / "split.json")
+    assert set(split.train) == {r.name for r in dm.records["train"]}
+    train = dm.datasets["train"]
+    assert len(train) == len(split.train) * 4  # 128x128 images, 64 px crops
+    assert train.epoch_size() == 3 * len(train)  # 1 + aug_factor draws per crop
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["image"].shape == (2, 3, 64, 64)
+    assert batch["weight"].min() >= 1 and batch["weight"].max() <= 3.8177538 + 1e-3
+    assert set(torch.unique(batch["mask"]).tolist()) <= {0.0, 1.0}
+    cells = batch["mask"] > 0
+    if cells.any():
+        assert torch.allclose(batch["weight"][cells], torch.tensor(1.5, dtype=torch.float32))
+
+
+def test_weight_maps_are_cached_once(
+    tiny_synthetic: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _module(tiny_synthetic, tmp_path).prepare_data()
+    assert len(list((tmp_path / "cache" / "weight_maps").glob("*.npy"))) == 8
+
+    def fail(*args: object, **kwargs: object) -> np.ndarray:
+        raise AssertionError("weight map recomputed although it is cached")
+
+    monkeypatch.setattr(targets, "weight_map", fail)
+    dm = _module(tiny_synthetic, tmp_path)
+    dm.prepare_data()
+    dm.setup("fit")
+
+
+def test_corrupt_cache_entry_is_rebuilt(tiny_synthetic: Path, tmp_path: Path) -> None:
+    _module(tiny_synthetic, tmp_path).prepare_data()
+    entry = sorted((tmp_path / "cache" / "weight_maps").glob("*.npy"))[0]
+    good = np.load(entry)
+    entry.write_bytes(b"garbage")
+    _module(tiny_synthetic, tmp_path).prepare_data()
+    assert np.array_equal(np.load(entry), good)
+
+
+def test_no_wm_ablation_uses_unit_maps(tiny_synthetic: Path, tmp_path: Path) -> None:
+    dm = _module(tiny_synthetic, tmp_path, weight_maps=False)
+    dm.prepare_data()
+    dm.setup("fit")
+    assert not (tmp_path / "cache").exists()
+    assert all((r.weight == 1).all() for r in dm.records["train"])
+
+
+def test_artifact_oversampling_switch(tiny_synthetic: Path, tmp_path: Path) -> None:
+    crops = [{"image": f"synth_{i:04d}", "y": 10, "x": 10} for i in range(8)]
+    on = _module(tiny_synthetic, tmp_path, artifact_crops=crops, artifact_copies=50)
+    on.setup("fit")
+    n_train = len(on.records["train"])
+    assert on.datasets["train"].epoch_size() == 3 * 4 * n_train + 51 * n_train
+    off = _module(tiny_synthetic, tmp_path, artifact_crops=crops, oversample_artifacts=False)
+    off.setup("fit")
+    assert off.datasets["train"].epoch_size() == 3 * 4 * n_train
+
+
+def test_split_file_is_reused_and_checked(tiny_synthetic: Path, tmp_path: Path) -> None:
+    Split(train=["synth_0001"], val=["synth_0002"], test=["synth_0003"]).save(
+        tmp_path / "split.json"
+    )
+    dm = _module(tiny_synthetic, tmp_path)
+    dm.setup("test")
+    assert [r.name for r in dm.records["test"]] == ["synth_0003"]
+    Split(train=["elsewhere"], val=[], test=[]).save(tmp_path / "split.json")
+    with pytest.raises(DataError, match="names images not in"):
+        _module(tiny_synthetic, tmp_path).setup("fit")
+
+
+def test_real_fnc_samples_load_through_the_module(tmp_path: Path) -> None:
+    shared = Path(__file__).resolve().parents[2] / "shared" / "data" / "fnc_samples" / "yellow"
+    if not shared.exists():
+        pytest.skip("shared data not present")
+    root = tmp_path / "yellow"
+    shutil.copytree(shared / "images", root / "images")
+    shutil.copytree(shared / "masks", root / "masks")
+    dm = _module(
+        root, tmp_path, crop_size=512, crop_step=400, val_fraction=0.25, test_fraction=0.25
+    )
+    dm.setup("validate")
+    (record,) = dm.records["val"]
+    assert record.image.shape == (1200, 1600, 3)
+    assert len(dm.datasets["val"]) == 12

@@ -7,12 +7,14 @@ never leaves a half-written CSV, image, cache or split behind.
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -42,6 +44,17 @@ def atomic_write_text(path: Path | str, text: str) -> None:
     """Write ``text`` to ``path`` atomically."""
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+
+
+def write_csv(
+    path: Path | str, rows: Sequence[dict[str, Any]], columns: Sequence[str] = ()
+) -> None:
+    """Write dict rows as CSV atomically (columns: given, else the first row's keys)."""
+    fieldnames = list(columns) or (list(rows[0]) if rows else [])
+    with atomic_path(path) as tmp, tmp.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fieldnames, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 def atomic_save_npy(path: Path | str, array: np.ndarray) -> None:

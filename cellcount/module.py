@@ -12,6 +12,7 @@ from torch import nn
 
 from cellcount.losses import weighted_bce
 from cellcount.nets import build_net, net_config
+from cellcount.postprocess import REFERENCE_CELL_DIAMETER, PostprocessParams
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], Any]
@@ -29,9 +30,13 @@ class CellSegModule(pl.LightningModule):
         arch_kwargs: keyword arguments of the net builder.
         cell_weight: class factor of cell pixels in the loss (paper code: 1.5).
         threshold: initial probability threshold in (0, 1); tuned later on validation.
+        cell_diameter: expected cell diameter in px; scales the post-processing
+            constants (the paper's at 40 px, see :class:`PostprocessParams`).
         optimizer: ``params -> Optimizer`` (Hydra ``_partial_``); default Adam(lr=1e-3).
         scheduler: ``optimizer -> scheduler``; a ReduceLROnPlateau watches ``val/loss``.
     """
+
+    threshold: torch.Tensor  # buffer: 0-d float, the detection threshold in (0, 1)
 
     def __init__(
         self,
@@ -39,6 +44,7 @@ class CellSegModule(pl.LightningModule):
         arch_kwargs: dict[str, Any] | None = None,
         cell_weight: float = 1.5,
         threshold: float = 0.5,
+        cell_diameter: float = REFERENCE_CELL_DIAMETER,
         optimizer: OptimizerFactory | None = None,
         scheduler: SchedulerFactory | None = None,
     ) -> None:
@@ -52,6 +58,10 @@ class CellSegModule(pl.LightningModule):
         self.cell_weight = float(cell_weight)
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
+
+    def postprocess_params(self) -> PostprocessParams:
+        """Post-processing constants for this model's expected cell size."""
+        return PostprocessParams.from_cell_diameter(float(self.hparams["cell_diameter"]))
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         """(N, 3, H, W) RGB in [0, 1] -> (N, 1, H, W) logits."""

@@ -10,26 +10,21 @@ Examples::
 from __future__ import annotations
 
 import logging
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import hydra
 import pytorch_lightning as pl
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
+from cellcount.config import register_resolvers
 from cellcount.provenance import write_run_info
 
 log = logging.getLogger(__name__)
 
 
-def resource_path(name: str) -> str:
-    """Absolute path of a file shipped in ``cellcount/resources`` (``${resource:NAME}``)."""
-    return str(resources.files("cellcount") / "resources" / name)
-
-
-OmegaConf.register_new_resolver("resource", resource_path, replace=True)
+register_resolvers()
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:

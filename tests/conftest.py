@@ -10,7 +10,9 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig
 
-import cellcount.train  # noqa: F401  (registers the ${resource:} resolver)
+from cellcount.config import register_resolvers
+
+register_resolvers()
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
@@ -43,3 +45,33 @@ def tiny_synthetic(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     root = tmp_path_factory.mktemp("data") / "synthetic"
     return generate_dataset(root, 8, seed=3, cfg=SyntheticConfig(height=128, width=128))
+
+
+TINY_TRAIN_OVERRIDES = (
+    "data.synthetic.n_images=6", "data.synthetic.height=128", "data.synthetic.width=128",
+    "data.crop_size=64", "data.crop_step=64", "data.num_workers=0",
+    "module.arch_kwargs={n_features_start: 4}", "trainer.max_epochs=2",
+    "trainer.limit_train_batches=2", "logger=csv", "test=false",
+    "callbacks.threshold_sweep.every_n_epochs=0",
+)  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished tiny training run (2 short epochs, width 4) through ``train()``; its folder."""
+    from cellcount.train import train
+
+    base = tmp_path_factory.mktemp("tiny_run")
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose(
+            "train",
+            overrides=[
+                f"paths.output_dir={base / 'outputs'}",
+                f"paths.run_dir={base / 'run'}",
+                *TINY_TRAIN_OVERRIDES,
+            ],
+        )
+    result = train(cfg)
+    assert result["best_checkpoint"], "the tiny run saved no checkpoint"
+    return base / "run"

@@ -65,6 +65,10 @@ def test_short_training_saves_self_sufficient_checkpoint(tmp_path: Path) -> None
     module = CellSegModule.load_from_checkpoint(best, map_location="cpu")
     assert module.hparams.arch == "c_resunet"
     assert module.hparams.arch_kwargs == {"n_features_start": 4}
-    assert float(module.threshold) == pytest.approx(0.5)
+    # The threshold sweep on full validation images stored its choice in the best checkpoint.
+    assert 0.5 - 1e-6 <= float(module.threshold) <= 0.975 + 1e-6
+    assert float(module.threshold) == pytest.approx(module.hparams.threshold)
+    assert (run_dir / "threshold_sweep.png").stat().st_size > 0
+    assert "f1" in (run_dir / "threshold_sweep.csv").read_text().splitlines()[0]
     with torch.no_grad():
         assert module(torch.rand(1, 3, 64, 64)).shape == (1, 1, 64, 64)

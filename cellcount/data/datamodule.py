@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, WeightedRandomSampler
@@ -26,7 +27,7 @@ from cellcount.data.dataset import (
     pad_record,
     seed_worker,
 )
-from cellcount.data.io import DataError, Sample, find_samples, read_artifact_boxes
+from cellcount.data.io import DataError, Sample, find_samples, load_pair, read_artifact_boxes
 from cellcount.data.splits import Split, make_split, read_name_list
 from cellcount.data.synthetic import SyntheticConfig, generate_dataset
 from cellcount.data.targets import ImageRecord, TargetOptions, load_record
@@ -47,6 +48,8 @@ class CellDataModule(pl.LightningDataModule):
         split_file: where the split is written (and read back when it exists).
         split_seed, val_fraction, test_fraction, test_names_file: see :func:`make_split`.
         crop_size, crop_step: crop grid (paper: 512, 400).
+        cell_diameter: typical cell diameter in px; the module's post-processing
+            scales with it (``module.cell_diameter`` follows it in the config).
         batch_size, num_workers: loader settings (``num_workers=-1``: cores - 1).
         weight_maps: use the overcrowding weight map (ablation ``no_wm`` sets False).
         min_cell_area, max_hole_area, wm_sigma, wm_band: target cleaning and map parameters.
@@ -76,6 +79,7 @@ class CellDataModule(pl.LightningDataModule):
         test_names_file: str | None = None,
         crop_size: int = 512,
         crop_step: int = 400,
+        cell_diameter: float = 40.0,
         batch_size: int = 4,
         num_workers: int = -1,
         weight_maps: bool = True,
@@ -185,6 +189,18 @@ class CellDataModule(pl.LightningDataModule):
             crops += artifact_crops(records, boxes, hp.crop_size, hp.artifact_copies)
             transforms["artifact"] = build_augmentation("artifact", hp.noise_std, seed + 1)
         return CropDataset(records, crops, hp.crop_size, transforms)
+
+    def full_images(self, part: str) -> list[tuple[str, np.ndarray, np.ndarray]]:
+        """Whole images of a split part for full-size evaluation.
+
+        Returns:
+            ``(name, image, mask)`` triples: image float32 (H, W, 3) in [0, 1], mask
+            bool (H, W) as read (not cleaned: evaluation counts the true cells).
+        """
+        samples = self.samples()
+        split = self.split or self.make_split(samples)
+        names = set(getattr(split, part))
+        return [(s.name, *load_pair(s)) for s in samples if s.name in names]
 
     def artifact_boxes(self) -> list[dict[str, Any]]:
         """Artefact boxes from the config list and the artefact file (if any)."""

@@ -94,10 +94,44 @@ def to_rgb_float(array: np.ndarray, source: Path | str = "<array>") -> np.ndarra
     return image
 
 
-def read_image(path: Path | str) -> np.ndarray:
-    """Read an image file as RGB float32 (H, W, 3) in [0, 1]."""
+def read_image(path: Path | str, channel: int | None = None) -> np.ndarray:
+    """Read an image file as RGB float32 (H, W, 3) in [0, 1].
+
+    Args:
+        path: PNG, TIFF (also multi-page / multi-channel) or JPEG file.
+        channel: for multi-channel images, the channel that holds the cells; it
+            becomes a grey image. Needed when an image has other than 1, 3 or 4
+            channels (e.g. a (C, H, W) TIFF stack).
+    """
     path = Path(path)
-    return to_rgb_float(read_array(path), path)
+    array = read_array(path)
+    if channel is not None or _is_stack(array):
+        array = select_channel(array, channel, path)
+    return to_rgb_float(array, path)
+
+
+def _is_stack(array: np.ndarray) -> bool:
+    """Channels-first stack (C, H, W) or channels-last with an unusual channel count."""
+    return array.ndim == 3 and array.shape[-1] not in (1, 3, 4)
+
+
+def select_channel(array: np.ndarray, channel: int | None, source: Path | str) -> np.ndarray:
+    """The 2-D plane ``channel`` of a (C, H, W) or (H, W, C) array (C = the smaller axis)."""
+    if array.ndim == 2:
+        return array
+    axis = 0 if array.ndim == 3 and array.shape[0] < array.shape[-1] else array.ndim - 1
+    n_channels = array.shape[axis]
+    if channel is None:
+        raise DataError(
+            f"image {source} has {n_channels} channels (shape {array.shape}); choose the "
+            f"one with the stained cells with --channel 0..{n_channels - 1}."
+        )
+    if array.ndim != 3 or not 0 <= channel < n_channels:
+        raise DataError(
+            f"image {source} has shape {array.shape}: cannot take channel {channel}; "
+            f"valid channels are 0..{n_channels - 1} of a 3-D image."
+        )
+    return np.take(array, channel, axis=axis)
 
 
 def read_mask(path: Path | str) -> np.ndarray:

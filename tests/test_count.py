@@ -1,0 +1,107 @@
+"""The counting product: Python API and `cellcount count` end to end."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+from roifile import roiread
+
+from cellcount.count import COUNT_COLUMNS, collect_inputs, main
+from cellcount.counter import CELL_COLUMNS, Counter
+from cellcount.data.io import DataError, read_image
+
+SHARED_YELLOW = Path(__file__).resolve().parents[2] / "shared" / "data" / "fnc_samples" / "yellow"
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def images(tmp_path: Path, tiny_synthetic: Path) -> Path:
+    """Real FNC samples when present (else synthetic images), plus one broken file."""
+    folder = tmp_path / "images"
+    source = SHARED_YELLOW / "images" if SHARED_YELLOW.exists() else tiny_synthetic / "images"
+    shutil.copytree(source, folder)
+    (folder / "broken.png").write_bytes(b"not an image")
+    return folder
+
+
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    with path.open() as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_counter_api_returns_consistent_results(tiny_run: Path, tiny_synthetic: Path) -> None:
+    counter = Counter.from_checkpoint(tiny_run / "checkpoints" / "best.ckpt", "cpu",
+                                      threshold=0.3)  # fmt: skip
+    result = counter.count(tiny_synthetic / "images" / "synth_0000.png")
+    assert result.count == result.labels.max() == len(result.cells)
+    assert result.labels.shape == (128, 128) and result.threshold == 0.3
+    for cell in result.cells:
+        assert set(cell) == set(CELL_COLUMNS)
+        assert cell["area"] == (result.labels == cell["id"]).sum()
+    tta = Counter.from_checkpoint(tiny_run / "checkpoints" / "best.ckpt", "cpu", tta=True)
+    image = np.random.default_rng(0).random((64, 64, 3), dtype=np.float32)
+    prob = tta.probabilities(image)
+    flipped = tta.probabilities(np.ascontiguousarray(image[::-1]))
+    assert np.allclose(prob[::-1], flipped, atol=1e-5)  # flip averaging is flip-invariant
+
+
+def test_count_cli_writes_every_output(tiny_run: Path, images: Path, tmp_path: Path,
+                                       capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    out = tmp_path / "out"
+    ckpt = tiny_run / "checkpoints" / "best.ckpt"
+    args = [str(images), "--ckpt", str(ckpt), "--out", str(out), "--per-cell", "--rois",
+            "--device", "cpu", "--quiet"]  # fmt: skip
+    assert main(args) == 1  # one broken file
+    assert "broken.png" in capsys.readouterr().err
+    rows = _read_csv(out / "counts.csv")
+    assert list(rows[0]) == list(COUNT_COLUMNS)
+    good = [r for r in rows if not r["error"]]
+    assert len(good) == len(rows) - 1 and next(r for r in rows if r["error"])["name"] == "broken"
+    for row in good:
+        labels = tifffile.imread(out / "labels" / f"{row['name']}.tif")
+        assert labels.dtype == np.uint16 and int(row["count"]) == labels.max()
+        assert (out / "overlays" / f"{row['name']}.png").stat().st_size > 0
+        cells = _read_csv(out / "cells" / f"{row['name']}.csv")
+        assert len(cells) == int(row["count"])
+        if int(row["count"]):
+            assert len(roiread(out / "rois" / f"{row['name']}.zip")) == int(row["count"])
+        assert row["checkpoint_sha256"] and row["model"] == "c_resunet"
+    # Re-running resumes: counted images are not processed again.
+    stamp = (out / "labels" / f"{good[0]['name']}.tif").stat().st_mtime_ns
+    assert main(args) == 1
+    assert (out / "labels" / f"{good[0]['name']}.tif").stat().st_mtime_ns == stamp
+    assert _read_csv(out / "counts.csv") == rows
+
+
+def test_console_script_and_missing_inputs(tiny_run: Path, tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "cellcount.cli", "count", str(tmp_path / "nothing"),
+         "--ckpt", str(tiny_run / "checkpoints" / "best.ckpt"), "--out", str(tmp_path / "o")],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 2 and "matches no image file" in result.stderr
+    assert not (tmp_path / "o" / "counts.csv").exists()
+
+
+def test_collect_inputs_names_and_channels(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    stack = np.zeros((3, 32, 32), np.uint16)
+    stack[1, 8:16, 8:16] = 1000
+    for folder in ("a", "b"):
+        tifffile.imwrite(tmp_path / folder / "x.tif", stack, photometric="minisblack")
+    pairs = collect_inputs([str(tmp_path)], recursive=True)
+    assert [name for _, name in pairs] == ["a__x", "b__x"]
+    with pytest.raises(DataError, match="--recursive"):
+        collect_inputs([str(tmp_path)])
+    with pytest.raises(DataError, match=r"3 channels.*--channel 0\.\.2"):
+        read_image(tmp_path / "a" / "x.tif")
+    grey = read_image(tmp_path / "a" / "x.tif", channel=1)
+    assert grey.shape == (32, 32, 3) and grey[10, 10, 0] == pytest.approx(1000 / 65535)

@@ -86,6 +86,7 @@ class ThresholdSweep(pl.Callback):
         self.log_overlays = log_overlays
         self.output_dir = output_dir
         self._images: Images | None = None
+        self.result: dict[str, float] | None = None  # final sweep's row at the chosen threshold
 
     # -- hooks -------------------------------------------------------------------
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -105,7 +106,7 @@ class ThresholdSweep(pl.Callback):
             state = torch.load(best, map_location=module.device, weights_only=True)
             module.load_state_dict(state["state_dict"])
         table, chosen = self.run(trainer, module, None)
-        row = _row_at(table, chosen)
+        row = self.result = _row_at(table, chosen)
         metrics = {f"val/{k}": row[k] for k in ("f1", "mae", "precision", "recall", "threshold")}
         for logger in trainer.loggers:
             logger.log_metrics({f"{k}_final": v for k, v in metrics.items()}, trainer.global_step)

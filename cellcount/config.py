@@ -4,10 +4,14 @@
 * ``${checkpoint_name:PATH}``: a readable name for a checkpoint (run folder + file stem).
 * ``${checkpoint_run_dir:PATH}``: the training run folder a checkpoint belongs to
   (``<run>/checkpoints/best.ckpt`` -> ``<run>``).
+* ``${job_dir_name:OVERRIDES}``: a sweep job's folder name (see :func:`job_dir_name`).
+* ``${wandb_mode:}``: ``online`` if ``WANDB_API_KEY`` is set, else ``offline``.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
 from importlib import resources
 from pathlib import Path
 
@@ -30,11 +34,35 @@ def checkpoint_name(path: str) -> str:
     return f"{resolved.parent.parent.name}-{resolved.stem}".strip("-")
 
 
+MAX_JOB_DIR_NAME = 100
+
+
+def job_dir_name(overrides: str) -> str:
+    """Folder name of a sweep job from its overrides (``model=unet,seed=1``).
+
+    Slashes become underscores; names longer than ``MAX_JOB_DIR_NAME`` keep a
+    readable prefix plus a hash of the whole, so the name stays deterministic
+    (re-runs find their job) and within file-system limits.
+    """
+    name = overrides.replace("/", "_") or "default"
+    if len(name) <= MAX_JOB_DIR_NAME:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:12]
+    return f"{name[: MAX_JOB_DIR_NAME - 13]}-{digest}"
+
+
+def wandb_mode() -> str:
+    """``online`` when a W&B API key is configured, else ``offline`` (no account needed)."""
+    return "online" if os.environ.get("WANDB_API_KEY") else "offline"
+
+
 def register_resolvers() -> None:
     """Register the resolvers (idempotent)."""
     for name, function in (
         ("resource", resource_path),
         ("checkpoint_run_dir", checkpoint_run_dir),
         ("checkpoint_name", checkpoint_name),
+        ("wandb_mode", wandb_mode),
+        ("job_dir_name", job_dir_name),
     ):
         OmegaConf.register_new_resolver(name, function, replace=True)

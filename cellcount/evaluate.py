@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import hydra
+import numpy as np
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
@@ -22,6 +23,7 @@ from cellcount.config import register_resolvers
 from cellcount.files import atomic_write_text, write_csv
 from cellcount.inference import load_module, predict_probabilities, resolve_device
 from cellcount.metrics import summarize
+from cellcount.module import CellSegModule
 from cellcount.overlays import render_overlay, save_png
 from cellcount.postprocess import postprocess
 from cellcount.provenance import write_run_info
@@ -41,32 +43,61 @@ def count_row(name: str, score: ImageScore) -> dict[str, Any]:
     }  # fmt: skip
 
 
+def evaluate_images(
+    module: CellSegModule,
+    images: list[tuple[str, np.ndarray, np.ndarray]],
+    threshold: float,
+    radius: float = 50.0,
+    matching: str = "greedy",
+    overlay_dir: Path | None = None,
+    max_overlays: int | None = None,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Count and score full-size images with one threshold.
+
+    Args:
+        module: trained model.
+        images: ``(name, RGB float image, bool mask)`` triples.
+        threshold: probability threshold in (0, 1).
+        radius, matching: matching options (paper: 50 px, greedy).
+        overlay_dir: where to save overlay PNGs (None: none).
+        max_overlays: at most this many overlays (None: all).
+
+    Returns:
+        Micro metrics (with ``threshold``, ``arch``, ``parameters``) and one
+        ``counts.csv`` row per image.
+    """
+    params = module.postprocess_params()
+    rows, scores = [], []
+    for index, (name, image, truth) in enumerate(tqdm(images, desc="evaluate", unit="image")):
+        labels = postprocess(predict_probabilities(module, image), threshold, params)
+        score = score_image(labels, truth, radius, matching)  # type: ignore[arg-type]
+        scores.append(score)
+        rows.append(count_row(name, score))
+        if overlay_dir is not None and (max_overlays is None or index < max_overlays):
+            picture = render_overlay(image, labels, score.true_labels,
+                                     score.false_positives, score.false_negatives)  # fmt: skip
+            save_png(picture, overlay_dir / f"{name}.png")
+    metrics = {
+        **summarize(s.match for s in scores),
+        "threshold": threshold,
+        "arch": module.hparams["arch"],
+        "parameters": sum(p.numel() for p in module.parameters() if p.requires_grad),
+    }
+    return metrics, rows
+
+
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Score ``cfg.ckpt`` on the ``cfg.part`` images of ``cfg.data``; return the metrics."""
     run_dir = Path(cfg.paths.run_dir)
     write_run_info(run_dir, cfg.seed)
     module = load_module(cfg.ckpt, resolve_device(cfg.device))
     threshold = float(module.threshold) if cfg.threshold is None else float(cfg.threshold)
-    params = module.postprocess_params()
     images = instantiate(cfg.data).full_images(cfg.part)
-    rows, scores = [], []
-    for index, (name, image, truth) in enumerate(tqdm(images, desc="evaluate", unit="image")):
-        labels = postprocess(predict_probabilities(module, image), threshold, params)
-        score = score_image(labels, truth, cfg.radius, cfg.matching)
-        scores.append(score)
-        rows.append(count_row(name, score))
-        if cfg.overlays and (cfg.max_overlays is None or index < cfg.max_overlays):
-            picture = render_overlay(image, labels, score.true_labels,
-                                     score.false_positives, score.false_negatives)  # fmt: skip
-            save_png(picture, run_dir / "overlays" / f"{name}.png")
-    metrics = {
-        **summarize(s.match for s in scores),
-        "threshold": threshold,
-        "arch": module.hparams["arch"],
-        "parameters": sum(p.numel() for p in module.parameters() if p.requires_grad),
-        "checkpoint": str(Path(cfg.ckpt).resolve()),
-        "part": cfg.part,
-    }
+    overlay_dir = run_dir / "overlays" if cfg.overlays else None
+    metrics, rows = evaluate_images(
+        module, images, threshold, cfg.radius, cfg.matching, overlay_dir, cfg.max_overlays
+    )
+    metrics.update({"checkpoint": str(Path(cfg.ckpt).resolve()), "part": cfg.part})
     atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=1))
     write_csv(run_dir / "counts.csv", rows)
     return metrics

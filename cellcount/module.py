@@ -83,7 +83,7 @@ class CellSegModule(pl.LightningModule):
             on_epoch=True,
             prog_bar=True,
             batch_size=batch["image"].shape[0],
-            sync_dist=stage != "train",
+            sync_dist=True,
         )
         return loss
 

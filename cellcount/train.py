@@ -9,16 +9,23 @@ Examples::
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any
 
 import hydra
 import pytorch_lightning as pl
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
+from cellcount.callbacks import ThresholdSweep
 from cellcount.config import register_resolvers
+from cellcount.evaluate import evaluate_images
+from cellcount.files import atomic_write_text, write_csv
+from cellcount.module import CellSegModule
 from cellcount.provenance import write_run_info
 
 log = logging.getLogger(__name__)
@@ -27,28 +34,82 @@ log = logging.getLogger(__name__)
 register_resolvers()
 
 
+RESULTS = "results.json"
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
-    """Fit (and test) the configured model; return the final metrics and paths."""
+    """Fit, choose the threshold, test; write and return ``results.json``'s content.
+
+    A run folder whose ``results.json`` says "finished" is skipped (``skip_finished``);
+    one with ``checkpoints/last.ckpt`` resumes from it, so re-running an
+    interrupted command or sweep continues where it stopped.
+    """
     run_dir = Path(cfg.paths.run_dir)
+    previous = read_results(run_dir)
+    if cfg.skip_finished and previous.get("status") == "finished":
+        log.info("%s already finished; skipping (skip_finished=false to redo it)", run_dir)
+        return previous
     pl.seed_everything(cfg.seed, workers=True)
-    write_run_info(run_dir, cfg.seed)
+    info = write_run_info(run_dir, cfg.seed)
     datamodule = instantiate(cfg.data)
     module = instantiate(cfg.module)
     callbacks = [instantiate(c) for c in cfg.callbacks.values()]
     loggers = [instantiate(c) for c in cfg.logger.values()]
     trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
     try:
+        for logger in loggers:
+            logger.log_hyperparams({"config": OmegaConf.to_container(cfg, resolve=True),
+                                    "git_commit": info["git_commit"]})  # fmt: skip
         trainer.fit(module, datamodule=datamodule, ckpt_path=_resume_path(cfg, run_dir))
-        metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-        best_path, best_score = _best_checkpoint(trainer)
-        if best_score is not None:
-            metrics["val/loss_best"] = best_score
-        if cfg.test:
-            for result in trainer.test(module, datamodule=datamodule, ckpt_path=best_path):
-                metrics.update(result)
+        results = _results(cfg, trainer, module, datamodule, run_dir)
     finally:
         _finish_loggers(loggers)
-    return {"metrics": metrics, "run_dir": str(run_dir), "best_checkpoint": best_path or ""}
+    if trainer.is_global_zero:
+        atomic_write_text(run_dir / RESULTS, json.dumps(results, indent=1))
+    return results
+
+
+def read_results(run_dir: Path) -> dict[str, Any]:
+    """``results.json`` of a run folder, or {} when there is none (or it is unreadable)."""
+    try:
+        return dict(json.loads((run_dir / RESULTS).read_text()))
+    except (OSError, ValueError):
+        return {}
+
+
+def _results(
+    cfg: DictConfig, trainer: pl.Trainer, module: CellSegModule, datamodule: Any, run_dir: Path
+) -> dict[str, Any]:
+    best_path, best_score = _best_checkpoint(trainer)
+    sweep = next((c for c in trainer.callbacks if isinstance(c, ThresholdSweep)), None)  # type: ignore[attr-defined]
+    results: dict[str, Any] = {
+        "status": "finished", "model": cfg.model.arch, "ablation": cfg.ablation.name,
+        "seed": cfg.seed, "run_dir": str(run_dir), "best_checkpoint": best_path or "",
+        "val_loss": best_score, "epochs": trainer.current_epoch,
+        "parameters": sum(p.numel() for p in module.parameters() if p.requires_grad),
+        "threshold": float(module.threshold),
+        "val": sweep.result if sweep is not None else None,
+    }  # fmt: skip
+    if cfg.test:
+        test_loss = trainer.test(module, datamodule=datamodule, ckpt_path=best_path)
+        results["test_loss"] = test_loss[0].get("test/loss") if test_loss else None
+        results["threshold"] = float(module.threshold)
+        if trainer.is_global_zero:
+            results["test"] = _test_full_images(module, datamodule, sweep, run_dir)
+    return results
+
+
+def _test_full_images(
+    module: CellSegModule, datamodule: Any, sweep: ThresholdSweep | None, run_dir: Path
+) -> dict[str, Any]:
+    """Count and score the full-size test images with the chosen threshold."""
+    radius, matching = (sweep.radius, sweep.matching) if sweep else (50.0, "greedy")
+    metrics, rows = evaluate_images(
+        module, datamodule.full_images("test"), float(module.threshold), radius, matching,
+        run_dir / "test_overlays", max_overlays=4,
+    )  # fmt: skip
+    write_csv(run_dir / "test_counts.csv", rows)
+    return metrics
 
 
 def _best_checkpoint(trainer: pl.Trainer) -> tuple[str | None, float | None]:
@@ -60,8 +121,13 @@ def _best_checkpoint(trainer: pl.Trainer) -> tuple[str | None, float | None]:
 
 
 def _resume_path(cfg: DictConfig, run_dir: Path) -> str | None:
-    if cfg.ckpt_path == "last":
-        return str(run_dir / "checkpoints" / "last.ckpt")
+    """Checkpoint to resume from: explicit, ``last``, or the run folder's last.ckpt if any."""
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if cfg.ckpt_path == "last" or (cfg.ckpt_path is None and last.exists()):
+        if not last.exists():
+            raise FileNotFoundError(f"ckpt_path=last but {last} does not exist; drop ckpt_path.")
+        log.info("resuming from %s", last)
+        return str(last)
     return cfg.ckpt_path
 
 
@@ -73,17 +139,44 @@ def _finish_loggers(loggers: list[Any]) -> None:
             experiment.finish()
 
 
+def _in_multirun() -> bool:
+    try:
+        return HydraConfig.get().mode == RunMode.MULTIRUN
+    except ValueError:  # not launched by Hydra
+        return False
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    """Hydra entry point; returns the best validation loss (for sweepers)."""
-    result = train(cfg)
-    metrics = result["metrics"]
-    val_loss = metrics.get("val/loss_best", metrics.get("val/loss"))
+    """Hydra entry point; returns the best validation loss (for sweepers).
+
+    In a multirun a failing job is recorded as failed in its ``results.json`` and
+    the sweep goes on with the next job.
+    """
+    try:
+        results = train(cfg)
+    except Exception as err:
+        if not _in_multirun():
+            raise
+        log.exception("job %s failed", cfg.paths.run_dir)
+        failed = {"status": "failed", "error": f"{type(err).__name__}: {err}"}
+        atomic_write_text(Path(cfg.paths.run_dir) / RESULTS, json.dumps(failed, indent=1))
+        return None
+    _print_summary(results)
+    return results.get("val_loss")
+
+
+def _print_summary(results: dict[str, Any]) -> None:
+    val_loss = results.get("val_loss")
     print(f"validation loss: {val_loss:.4f}" if val_loss is not None else "validation loss: n/a")
-    if result["best_checkpoint"]:
-        print(f"best checkpoint: {result['best_checkpoint']}")
-    print(f"run folder: {result['run_dir']}")
-    return val_loss
+    for part in ("val", "test"):
+        scores = results.get(part)
+        if scores:
+            print(f"{part}: F1 {scores['f1']:.3f}, MAE {scores['mae']:.2f} "
+                  f"(threshold {results['threshold']:.3f})")  # fmt: skip
+    if results.get("best_checkpoint"):
+        print(f"best checkpoint: {results['best_checkpoint']}")
+    print(f"run folder: {results['run_dir']}")
 
 
 if __name__ == "__main__":

@@ -51,7 +51,7 @@ TINY_TRAIN_OVERRIDES = (
     "data.synthetic.n_images=6", "data.synthetic.height=128", "data.synthetic.width=128",
     "data.crop_size=64", "data.crop_step=64", "data.num_workers=0",
     "module.arch_kwargs={n_features_start: 4}", "trainer.max_epochs=2",
-    "trainer.limit_train_batches=2", "logger=csv", "test=false",
+    "trainer.limit_train_batches=2", "logger=csv",
     "callbacks.threshold_sweep.every_n_epochs=0",
 )  # fmt: skip
 

@@ -22,5 +22,8 @@ lint:
 typecheck:
 	$(BIN)/mypy cellcount
 
+bench:  ## speed and memory benchmarks -> BENCHMARKS.md (minutes; not part of the tests)
+	$(BIN)/python -m benchmarks.run --out BENCHMARKS.md
+
 clean:
 	rm -rf .pytest_cache .mypy_cache .ruff_cache

@@ -1,4 +1,4 @@
-"""The ``cellcount`` console command: ``cellcount count|export|convert ...``.
+"""The ``cellcount`` console command: ``cellcount count|export|convert|report ...``.
 
 Training and evaluation are Hydra applications: ``python -m cellcount.train``
 and ``python -m cellcount.evaluate``.
@@ -14,9 +14,10 @@ COMMANDS = {
     "count": ("cellcount.count", "count cells in images with a trained model"),
     "export": ("cellcount.export", "export a checkpoint to ONNX or TorchScript"),
     "convert": ("cellcount.convert", "import the authors' released c-ResUnet weights"),
+    "report": ("cellcount.report", "Table 1 (Markdown, CSV, figure) from a sweep folder"),
 }
 USAGE = (
-    "usage: cellcount {count,export,convert} ...\n\n"
+    f"usage: cellcount {{{','.join(COMMANDS)}}} ...\n\n"
     + "\n".join(f"  {name:8s} {text}" for name, (_, text) in COMMANDS.items())
     + (
         "\n\ntraining and evaluation: python -m cellcount.train [overrides], "

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from cellcount.report import main as report_main
 from tests.conftest import TINY_TRAIN_OVERRIDES, Composer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,6 +57,11 @@ def test_multirun_isolates_failures_and_skips_finished_jobs(tmp_path: Path) -> N
     assert second.returncode == 0
     assert finished.stat().st_mtime_ns == stamp  # skipped, not retrained
     assert "already finished; skipping" in second.stdout + second.stderr
+    # The report builds Table 1 from the sweep folder and lists the failed job.
+    assert report_main([str(tmp_path / "multiruns" / "t")]) == 0
+    table = (tmp_path / "multiruns" / "t" / "table1.md").read_text()
+    assert "| c_resunet | full |" in table and "crop=60" in table
+    assert (tmp_path / "multiruns" / "t" / "f1_vs_threshold.png").stat().st_size > 0
 
 
 def test_ddp_on_cpu_gives_single_process_metrics(tiny_run: Path, tmp_path: Path) -> None:

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import codecs
-import hashlib
 import importlib
 import json
 import pickle
@@ -46,6 +45,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 
+from cellcount.files import atomic_path, file_sha256
 from cellcount.module import CellSegModule
 from cellcount.nets import build_net
 
@@ -468,14 +468,6 @@ def load_source_weights(
     return state, resolved
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _plain(value: Any) -> Any:
     """Hyperparameters as JSON-plain Python values (weights_only-loadable)."""
     return json.loads(json.dumps(value))
@@ -533,10 +525,10 @@ def convert(
     checkpoint["cellcount_conversion"] = {
         "source": source.name,
         "kind": resolved,
-        "sha256": _sha256(source),
+        "sha256": file_sha256(source),
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(checkpoint, out)
+    with atomic_path(out) as tmp:
+        torch.save(checkpoint, tmp)
     return out
 
 

@@ -43,6 +43,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from cellcount.files import atomic_path
 from cellcount.module import CellSegModule
 from cellcount.nets.base import round_up
 
@@ -161,7 +162,8 @@ def _export_onnx(
     if program is None:  # pragma: no cover - only the legacy exporter returns None
         raise RuntimeError("torch.onnx.export returned no program")
     program.model.metadata_props.update(meta)
-    program.save(str(out))
+    with atomic_path(out) as tmp:
+        program.save(str(tmp))
 
 
 def _export_torchscript(
@@ -170,7 +172,8 @@ def _export_torchscript(
     with _quiet_jit(), torch.no_grad():
         traced = torch.jit.trace(model, example)
         extra = {TORCHSCRIPT_METADATA_FILE: json.dumps(meta)}
-        torch.jit.save(traced, str(out), _extra_files=extra)
+        with atomic_path(out) as tmp:
+            torch.jit.save(traced, str(tmp), _extra_files=extra)
 
 
 def export_model(

@@ -234,6 +234,18 @@ class ImageMatch:
 _MATCHERS = {"greedy": match_greedy, "hungarian": match_hungarian}
 
 
+def match_pairs(
+    true_pts: npt.ArrayLike,
+    pred_pts: npt.ArrayLike,
+    radius: float = PAPER_RADIUS,
+    method: MatchMethod = "greedy",
+) -> np.ndarray:
+    """Matched ``(true_index, pred_index)`` pairs, int64 (P, 2), by ``method``."""
+    if method not in _MATCHERS:
+        raise ValueError(f"unknown matching method {method!r}; use 'greedy' or 'hungarian'")
+    return _MATCHERS[method](_as_points(true_pts), _as_points(pred_pts), radius)
+
+
 def match_points(
     true_pts: npt.ArrayLike,
     pred_pts: npt.ArrayLike,
@@ -241,11 +253,8 @@ def match_points(
     method: MatchMethod = "greedy",
 ) -> ImageMatch:
     """Match two centre sets (float (N, 2) and (M, 2)) and count TP/FP/FN."""
-    if method not in _MATCHERS:
-        raise ValueError(f"unknown matching method {method!r}; use 'greedy' or 'hungarian'")
-    true_pts, pred_pts = _as_points(true_pts), _as_points(pred_pts)
-    pairs = _MATCHERS[method](true_pts, pred_pts, radius)
-    return ImageMatch.from_pairs(pairs, len(true_pts), len(pred_pts))
+    pairs = match_pairs(true_pts, pred_pts, radius, method)
+    return ImageMatch.from_pairs(pairs, len(_as_points(true_pts)), len(_as_points(pred_pts)))
 
 
 def match_labels(

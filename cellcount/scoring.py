@@ -14,11 +14,8 @@ from cellcount.metrics import (
     MatchMethod,
     centres,
     label_mask,
-    match_greedy,
-    match_hungarian,
+    match_pairs,
 )
-
-_MATCHERS = {"greedy": match_greedy, "hungarian": match_hungarian}
 
 
 @dataclass(frozen=True)
@@ -53,11 +50,9 @@ def score_image(
         truth: bool (H, W) mask (labelled with 4-connectivity) or int (H, W) labels.
         radius, method, centre: matching options.
     """
-    if method not in _MATCHERS:
-        raise ValueError(f"unknown matching method {method!r}; use 'greedy' or 'hungarian'")
     true_labels = label_mask(truth) if truth.dtype == bool else truth
     true_pts, pred_pts = centres(true_labels, centre), centres(pred_labels, centre)
-    pairs = _MATCHERS[method](true_pts, pred_pts, radius)
+    pairs = match_pairs(true_pts, pred_pts, radius, method)
     match = ImageMatch.from_pairs(pairs, len(true_pts), len(pred_pts))
     return ImageScore(
         pred_labels=pred_labels,

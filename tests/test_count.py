@@ -36,6 +36,12 @@ def _read_csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
+def test_counter_is_the_package_api() -> None:
+    import cellcount
+
+    assert cellcount.Counter is Counter
+
+
 def test_counter_api_returns_consistent_results(tiny_run: Path, tiny_synthetic: Path) -> None:
     counter = Counter.from_checkpoint(tiny_run / "checkpoints" / "best.ckpt", "cpu",
                                       threshold=0.3)  # fmt: skip

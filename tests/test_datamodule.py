@@ -117,3 +117,16 @@ def test_real_fnc_samples_load_through_the_module(tmp_path: Path) -> None:
     (record,) = dm.records["val"]
     assert record.image.shape == (1200, 1600, 3)
     assert len(dm.datasets["val"]) == 12
+
+
+def test_bad_files_fail_clearly_or_are_skipped(tiny_synthetic: Path, tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    shutil.copytree(tiny_synthetic / "images", root / "images")
+    shutil.copytree(tiny_synthetic / "masks", root / "masks")
+    (root / "images" / "synth_0002.png").write_bytes(b"truncated")
+    with pytest.raises(DataError, match=r"synth_0002\.png"):
+        dm = _module(root, tmp_path, test_fraction=0.0, val_fraction=0.0)
+        dm.setup("fit")
+    dm = _module(root, tmp_path / "skip", skip_bad_files=True)
+    assert "synth_0002" not in {s.name for s in dm.samples()}
+    assert len(dm.samples()) == 7

@@ -64,6 +64,17 @@ def test_multirun_isolates_failures_and_skips_finished_jobs(tmp_path: Path) -> N
     assert (tmp_path / "multiruns" / "t" / "f1_vs_threshold.png").stat().st_size > 0
 
 
+def test_interrupted_job_resumes_from_its_last_checkpoint(tmp_path: Path) -> None:
+    args = (f"paths.output_dir={tmp_path}", "sweep_name=r", "seed=7")
+    assert _train(*args, multirun=True).returncode == 0
+    (job,) = [p for p in (tmp_path / "multiruns" / "r").iterdir() if p.is_dir()]
+    (job / "results.json").unlink()  # as if killed after the last checkpoint was written
+    again = _train(*args, multirun=True)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"resuming from {job / 'checkpoints' / 'last.ckpt'}" in again.stdout + again.stderr
+    assert json.loads((job / "results.json").read_text())["status"] == "finished"
+
+
 def test_ddp_on_cpu_gives_single_process_metrics(tiny_run: Path, tmp_path: Path) -> None:
     """Same weights (resumed from the tiny run), one vs two gloo processes: same numbers."""
     common = (f"ckpt_path={tiny_run / 'checkpoints' / 'last.ckpt'}",

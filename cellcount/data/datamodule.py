@@ -108,6 +108,7 @@ class CellDataModule(pl.LightningDataModule):
         self.datasets: dict[str, CropDataset] = {}
         self.records: dict[str, list[ImageRecord]] = {}
         self.split: Split | None = None
+        self._samples: list[Sample] | None = None
 
     @property
     def hp(self) -> Any:
@@ -116,9 +117,19 @@ class CellDataModule(pl.LightningDataModule):
 
     # -- discovery and split -------------------------------------------------
     def samples(self) -> list[Sample]:
-        """All (image, mask) pairs of the dataset."""
-        hp = self.hp
-        return find_samples(self.root, hp.layout, hp.colour, hp.skip_bad_files)
+        """All usable (image, mask) pairs of the dataset (found once per module).
+
+        With ``skip_bad_files`` every pair is read once and unreadable images,
+        non-binary masks or size mismatches are skipped with a warning naming the
+        file; otherwise they fail when first read, with the same message.
+        """
+        if self._samples is None:
+            hp = self.hp
+            samples = find_samples(self.root, hp.layout, hp.colour, hp.skip_bad_files)
+            self._samples = [s for s in samples if _usable(s)] if hp.skip_bad_files else samples
+            if not self._samples:
+                raise DataError(f"no usable image/mask pair in {self.root}; see the warnings.")
+        return self._samples
 
     def make_split(self, samples: list[Sample]) -> Split:
         """Read the split file when it exists, else make the seeded split."""
@@ -232,3 +243,12 @@ class CellDataModule(pl.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return DataLoader(self.datasets["test"], shuffle=False, **self._loader_kwargs())
+
+
+def _usable(sample: Sample) -> bool:
+    try:
+        load_pair(sample)
+    except DataError as err:
+        log.warning("skipping %s: %s", sample.name, err)
+        return False
+    return True

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["Counter", "CountResult", "__version__"]
+__all__ = ["CountResult", "Counter", "__version__"]
 
 if TYPE_CHECKING:
     from cellcount.counter import Counter, CountResult

@@ -7,6 +7,7 @@ output is cropped back to the original size.
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -35,8 +36,33 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 
 def load_module(path: Path | str, map_location: str | torch.device = "cpu") -> CellSegModule:
-    """Load a training checkpoint in eval mode (no Hydra run folder needed)."""
-    module = CellSegModule.load_from_checkpoint(str(path), map_location=map_location)
+    """Load a checkpoint in eval mode (no Hydra run folder needed).
+
+    Only tensors and plain Python types are unpickled (``weights_only=True``): a
+    file carrying other objects, which could run code, is refused.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: the file is not a cellcount checkpoint, or carries unsafe objects.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    try:
+        module = CellSegModule.load_from_checkpoint(
+            str(path), map_location=map_location, weights_only=True
+        )
+    except pickle.UnpicklingError as err:
+        raise ValueError(
+            f"refusing to load {path}: it holds objects other than tensors and plain types, "
+            f"which could run code when loaded. Use checkpoints written by cellcount "
+            f"(train, convert); details: {str(err).splitlines()[-1][:200]}"
+        ) from err
+    except (KeyError, RuntimeError, TypeError) as err:
+        raise ValueError(
+            f"{path} is not a cellcount checkpoint ({type(err).__name__}: {err}); "
+            f"use a checkpoint from `python -m cellcount.train` or `cellcount convert`."
+        ) from err
     return module.eval()
 
 

@@ -63,11 +63,17 @@ def test_weight_maps_are_cached_once(
     dm.setup("fit")
 
 
-def test_corrupt_cache_entry_is_rebuilt(tiny_synthetic: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("damage", ["garbage", "bit flip"])
+def test_corrupt_cache_entry_is_rebuilt(tiny_synthetic: Path, tmp_path: Path, damage: str) -> None:
     _module(tiny_synthetic, tmp_path).prepare_data()
     entry = sorted((tmp_path / "cache" / "weight_maps").glob("*.npy"))[0]
     good = np.load(entry)
-    entry.write_bytes(b"garbage")
+    if damage == "garbage":
+        entry.write_bytes(b"garbage")
+    else:  # still a valid .npy of the right shape: only the hash can tell
+        flipped = good.copy()
+        flipped.flat[0] = 3.0
+        np.save(entry, flipped)
     _module(tiny_synthetic, tmp_path).prepare_data()
     assert np.array_equal(np.load(entry), good)
 

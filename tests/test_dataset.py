@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torch.utils.data import WeightedRandomSampler
 
-from cellcount.data.dataset import CropDataset, artifact_crops, grid_crops, pad_record
+from cellcount.data.dataset import CropDataset, EpochSampler, artifact_crops, grid_crops, pad_record
 from cellcount.data.targets import ImageRecord
 
 
@@ -53,10 +52,8 @@ def test_sampler_frequencies_match_oversampling_factor() -> None:
     assert dataset.epoch_size() == 12 * 5 + 151
     artifact = len(crops) - 1
     assert (crops[artifact].y0, crops[artifact].x0) == (0, 96 - 32)  # clipped into the image
-    generator = torch.Generator().manual_seed(0)
-    draws = torch.tensor(
-        list(WeightedRandomSampler(dataset.sample_weights(), 200_000, generator=generator))
-    )
+    sampler = EpochSampler(dataset.sample_weights().tolist(), 200_000, seed=0)
+    draws = torch.tensor([index for index, _ in sampler])
     share = (draws == artifact).double().mean().item()
     assert abs(share - 151 / dataset.epoch_size()) < 0.005
     plain_share = (draws == 0).double().mean().item()
@@ -79,3 +76,24 @@ def test_small_images_are_padded_to_one_crop() -> None:
     assert padded.image.shape == (32, 32, 3) and padded.target.shape == (32, 32)
     assert padded.weight.min() >= 1
     assert padded.target[:20, :24].sum() == 100 and padded.target[20:].sum() == 0
+
+
+def test_epoch_sampler_depends_only_on_seed_and_epoch() -> None:
+    sampler = EpochSampler([1.0, 2.0, 3.0], 50, seed=4)
+    first, second = list(sampler), list(sampler)  # epochs 0 and 1 (auto-advance)
+    assert first != second
+    sampler.set_epoch(1)
+    assert list(sampler) == second
+    assert list(EpochSampler([1.0, 2.0, 3.0], 50, seed=5)) != first
+
+
+def test_augmented_draws_are_reproducible_from_their_seed() -> None:
+    from cellcount.data.transforms import build_augmentation
+
+    record = _record("a")
+    crops = grid_crops([record], 32, 32, {"a": 1000}, augment="paper")
+    dataset = CropDataset([record], crops, 32, {"paper": build_augmentation("paper")})
+    assert torch.equal(dataset[(0, 123)]["image"], dataset[(0, 123)]["image"])
+    images = [dataset[(0, seed)]["image"] for seed in range(5)]
+    assert any(not torch.equal(images[0], other) for other in images[1:])
+    assert torch.equal(dataset[0]["image"], dataset[(0, 123)]["image"]) is False

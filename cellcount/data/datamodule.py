@@ -17,15 +17,15 @@ from typing import Any
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, WeightedRandomSampler
+from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from cellcount.data.dataset import (
     CropDataset,
+    EpochSampler,
     artifact_crops,
     grid_crops,
     pad_record,
-    seed_worker,
 )
 from cellcount.data.io import DataError, Sample, find_samples, load_pair, read_artifact_boxes
 from cellcount.data.splits import Split, make_split, read_name_list
@@ -193,12 +193,12 @@ class CellDataModule(pl.LightningDataModule):
         copies = {r.name: 1 + hp.aug_factor for r in records}
         copies.update({n: 1 + hp.manual_aug_factor for n in hp.manual_images if n in copies})
         crops = grid_crops(records, hp.crop_size, hp.crop_step, copies, hp.augmentation)
-        seed = torch.initial_seed() % 2**32  # set by seed_everything; workers re-seed
-        transforms = {hp.augmentation: build_augmentation(hp.augmentation, hp.noise_std, seed)}
+        # Each draw re-seeds its pipeline (EpochSampler), so no seed is needed here.
+        transforms = {hp.augmentation: build_augmentation(hp.augmentation, hp.noise_std)}
         boxes = self.artifact_boxes() if hp.oversample_artifacts else []
         if boxes:
             crops += artifact_crops(records, boxes, hp.crop_size, hp.artifact_copies)
-            transforms["artifact"] = build_augmentation("artifact", hp.noise_std, seed + 1)
+            transforms["artifact"] = build_augmentation("artifact", hp.noise_std)
         return CropDataset(records, crops, hp.crop_size, transforms)
 
     def full_images(self, part: str) -> list[tuple[str, np.ndarray, np.ndarray]]:
@@ -230,12 +230,12 @@ class CellDataModule(pl.LightningDataModule):
             "num_workers": workers,
             "persistent_workers": workers > 0,
             "pin_memory": torch.cuda.is_available(),
-            "worker_init_fn": seed_worker,
         }
 
     def train_dataloader(self) -> DataLoader:
         dataset = self.datasets["train"]
-        sampler = WeightedRandomSampler(dataset.sample_weights().tolist(), dataset.epoch_size())
+        seed = torch.initial_seed() % 2**31  # the run's seed (seed_everything)
+        sampler = EpochSampler(dataset.sample_weights().tolist(), dataset.epoch_size(), seed)
         return DataLoader(dataset, sampler=sampler, drop_last=False, **self._loader_kwargs())
 
     def val_dataloader(self) -> DataLoader:

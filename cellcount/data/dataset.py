@@ -5,23 +5,23 @@ an index entry ``(image, y0, x0)`` with a *copy count*: the number of times it i
 drawn per epoch by a weighted sampler (1 original + the augmentation factor, or
 1 + the artefact copies for artefact crops). Each draw is augmented with
 probability ``copies-1 / copies``, so in expectation an epoch sees the paper's
-mix of original and augmented crops without any file being written.
+mix of original and augmented crops without any file being written. Draws carry
+their own seeds (:class:`EpochSampler`), which makes training resumable exactly.
 """
 
 from __future__ import annotations
 
-import random
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import albumentations as A
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Sampler
 
 from cellcount.data.crops import crop_boxes, pad_to_min_size
 from cellcount.data.targets import ImageRecord
-from cellcount.data.transforms import apply_augmentation, seed_augmentation
+from cellcount.data.transforms import apply_augmentation
 
 
 @dataclass(frozen=True)
@@ -97,20 +97,40 @@ def pad_record(record: ImageRecord, crop: int) -> ImageRecord:
     )
 
 
-def seed_worker(worker_id: int) -> None:
-    """DataLoader ``worker_init_fn``: give each worker its own reproducible streams.
+class EpochSampler(Sampler[tuple[int, int]]):
+    """Weighted draws with replacement whose randomness is a function of (seed, epoch).
 
-    PyTorch seeds every worker's torch RNG with ``base_seed + worker_id`` (base seed
-    drawn from the seeded main process); Python's ``random`` (used for the augment
-    draw) and the albumentations pipelines (which ignore global seeds) follow it.
+    Yields ``(crop index, draw seed)`` pairs; the dataset augments each draw from
+    its own seed. An epoch's crops *and* augmentations therefore depend only on
+    the seed and the epoch number, not on worker processes or on what ran
+    before, so a run resumed at epoch k repeats exactly what an uninterrupted
+    run does from epoch k. Lightning calls :meth:`set_epoch` before each epoch;
+    without it (e.g. wrapped for DDP) the epoch advances by itself.
+
+    Args:
+        weights: (N,) non-negative draw weights (the crops' copy counts).
+        num_samples: draws per epoch.
+        seed: base seed.
     """
-    seed = torch.initial_seed() % 2**32
-    random.seed(seed)
-    np.random.seed(seed)
-    info = torch.utils.data.get_worker_info()
-    dataset = info.dataset if info is not None else None
-    for transform in getattr(dataset, "transforms", {}).values():
-        seed_augmentation(transform, seed)
+
+    def __init__(self, weights: Sequence[float], num_samples: int, seed: int = 0) -> None:
+        self.weights = torch.as_tensor(weights, dtype=torch.double)
+        self.num_samples = num_samples
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        self.epoch += 1
+        picks = torch.multinomial(self.weights, self.num_samples, True, generator=generator)
+        seeds = torch.randint(0, 2**31 - 1, (self.num_samples,), generator=generator)
+        return iter(zip(picks.tolist(), seeds.tolist(), strict=True))
 
 
 class CropDataset(Dataset[dict[str, torch.Tensor]]):
@@ -143,7 +163,15 @@ class CropDataset(Dataset[dict[str, torch.Tensor]]):
         """Draws per epoch: the sum of copy counts."""
         return sum(c.copies for c in self.crops)
 
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+    @staticmethod
+    def _augments(spec: CropSpec, seed: int) -> bool:
+        """Whether this draw is an augmented copy (probability (copies - 1) / copies)."""
+        return bool(np.random.default_rng(seed).random() < (spec.copies - 1) / spec.copies)
+
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, torch.Tensor]:
+        """Crop ``key`` as is, or ``(index, draw seed)`` from :class:`EpochSampler`:
+        then augmented with probability ``(copies - 1) / copies``, seeded by the draw."""
+        index, seed = (key, None) if isinstance(key, int) else key
         spec = self.crops[index]
         record = self.records[spec.record]
         window = np.s_[spec.y0 : spec.y0 + self.crop, spec.x0 : spec.x0 + self.crop]
@@ -151,8 +179,8 @@ class CropDataset(Dataset[dict[str, torch.Tensor]]):
         target = record.target[window]
         weight = record.weight[window].astype(np.float32)
         transform = self.transforms.get(spec.augment)
-        if transform is not None and random.random() < (spec.copies - 1) / spec.copies:
-            image, target, weight = apply_augmentation(transform, image, target, weight)
+        if transform is not None and seed is not None and self._augments(spec, seed):
+            image, target, weight = apply_augmentation(transform, image, target, weight, seed)
         return {
             "image": torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))),
             "mask": torch.from_numpy(target[None].astype(np.float32)),

@@ -20,7 +20,7 @@ import numpy as np
 
 from cellcount.data.io import Sample, load_pair
 from cellcount.data.weight_maps import clean_mask, weight_map
-from cellcount.files import array_sha256, atomic_save_npy
+from cellcount.files import array_sha256, atomic_save_npy, atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -76,21 +76,24 @@ def cached_weight_map(target: np.ndarray, options: TargetOptions, cache_dir: Pat
     wmap = weight_map(
         target, sigma=options.sigma, band=options.band, cell_factor=options.cell_factor
     ).astype(np.float16)
+    # Content hash first, array second: a map is only trusted when both agree.
+    atomic_write_text(path.with_suffix(".sha256"), array_sha256(wmap))
     atomic_save_npy(path, wmap)
     return wmap
 
 
 def _load_valid(path: Path, shape: tuple[int, ...]) -> np.ndarray | None:
-    """Load a cached map, or None when it is missing or corrupt (then it is rebuilt)."""
+    """Load a cached map whose content matches its stored hash, else None (rebuild)."""
     if not path.exists():
         return None
     try:
         array = np.load(path)
+        expected = path.with_suffix(".sha256").read_text().strip()
     except (OSError, ValueError) as err:
         log.warning("weight-map cache %s is unreadable (%s); rebuilding it", path, err)
         return None
-    if array.shape != shape or array.dtype != np.float16 or not np.isfinite(array).all():
-        log.warning("weight-map cache %s does not match its mask; rebuilding it", path)
+    if array.shape != shape or array.dtype != np.float16 or array_sha256(array) != expected:
+        log.warning("weight-map cache %s is corrupt (hash mismatch); rebuilding it", path)
         return None
     return array
 

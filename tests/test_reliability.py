@@ -1,0 +1,147 @@
+"""Reliability: NaN losses, unsafe checkpoints, exact resume, reproducibility, odd data."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import cellcount.module
+from cellcount.data.datamodule import CellDataModule
+from cellcount.data.io import DataError
+from cellcount.inference import load_module
+from tests.conftest import TINY_TRAIN_OVERRIDES, Composer
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _train(output_dir: Path, *overrides: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "cellcount.train", *TINY_TRAIN_OVERRIDES,
+               f"paths.output_dir={output_dir}", *overrides]  # fmt: skip
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+
+
+def _state(path: Path) -> dict[str, torch.Tensor]:
+    return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+
+
+def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_checkpoint(
+    compose_train: Composer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cellcount.train import train
+
+    real = cellcount.module.weighted_bce
+    calls = {"train": 0}
+
+    def nan_in_second_epoch(*args: Any, **kwargs: Any) -> torch.Tensor:
+        loss = real(*args, **kwargs)
+        if torch.is_grad_enabled():  # training steps only (validation runs without grad)
+            calls["train"] += 1
+            if calls["train"] > 2:  # epoch 0 has two training batches
+                return loss * float("nan")
+        return loss
+
+    monkeypatch.setattr(cellcount.module, "weighted_bce", nan_in_second_epoch)
+    cfg = compose_train(*TINY_TRAIN_OVERRIDES, "trainer.max_epochs=3")
+    with pytest.raises(FloatingPointError, match=r"train loss is nan at epoch 1.*lower the learn"):
+        train(cfg)
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    state = _state(last)
+    assert all(torch.isfinite(t).all() for t in state.values() if t.is_floating_point())
+
+
+class _Payload:
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (os.system, ("echo pwned > pwned.txt",))
+
+
+def test_foreign_pickles_are_refused(tiny_run: Path, tmp_path: Path,
+                                     monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    monkeypatch.chdir(tmp_path)
+    checkpoint = torch.load(tiny_run / "checkpoints" / "best.ckpt", weights_only=True)
+    checkpoint["hyper_parameters"]["evil"] = _Payload()
+    torch.save(checkpoint, tmp_path / "tampered.ckpt")
+    with pytest.raises(ValueError, match=r"refusing to load .*tampered\.ckpt"):
+        load_module(tmp_path / "tampered.ckpt")
+    assert not (tmp_path / "pwned.txt").exists()
+    (tmp_path / "junk.ckpt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match=r"junk\.ckpt"):
+        load_module(tmp_path / "junk.ckpt")
+
+
+def test_resumed_training_equals_uninterrupted(tmp_path: Path) -> None:
+    def run(folder: str, epochs: int, *extra: str) -> subprocess.CompletedProcess[str]:
+        return _train(tmp_path, f"trainer.max_epochs={epochs}",
+                      f"hydra.run.dir={tmp_path / folder}", "test=false", *extra)  # fmt: skip
+
+    assert run("a", 3).returncode == 0
+    assert run("b", 1).returncode == 0  # "killed" after epoch 1...
+    resumed = run("b", 3, "skip_finished=false")  # ...and the command run again
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming from" in resumed.stdout + resumed.stderr
+    a = _state(tmp_path / "a" / "checkpoints" / "last.ckpt")
+    b = _state(tmp_path / "b" / "checkpoints" / "last.ckpt")
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a), "resumed weights differ"
+
+
+def test_same_seed_gives_identical_results(tmp_path: Path) -> None:
+    runs = []
+    for name in ("x", "y"):
+        result = _train(tmp_path, f"hydra.run.dir={tmp_path / name}")
+        assert result.returncode == 0, result.stderr[-3000:]
+        runs.append(json.loads((tmp_path / name / "results.json").read_text()))
+    for key in ("val_loss", "threshold", "val", "test"):
+        assert runs[0][key] == runs[1][key]
+
+
+def _write(root: Path, name: str, mask: np.ndarray) -> None:
+    image = np.zeros((*mask.shape, 3), np.uint8)
+    image[mask > 0] = (200, 180, 20)
+    for sub, array in (("images", image), ("masks", mask)):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(array).save(root / sub / f"{name}.png")
+
+
+def test_empty_and_full_masks_and_small_images_train(tmp_path: Path) -> None:
+    root = tmp_path / "odd"
+    _write(root, "empty", np.zeros((40, 48), np.uint8))
+    _write(root, "full", np.full((64, 64), 255, np.uint8))
+    _write(root, "cells", np.pad(np.full((20, 20), 255, np.uint8), 22))
+    dm = CellDataModule(
+        str(root), crop_size=64, crop_step=64, num_workers=0, batch_size=3,
+        val_fraction=0.4, test_fraction=0, cache_dir=str(tmp_path / "c"),
+    )  # fmt: skip
+    dm.prepare_data()
+    dm.setup("fit")
+    items = [
+        dm.datasets[part][i] for part in ("train", "val") for i in range(len(dm.datasets[part]))
+    ]
+    assert len(items) == 3  # one crop each; the 40x48 image was padded to 64x64
+    for item in items:
+        assert item["image"].shape == (3, 64, 64)
+        assert torch.isfinite(item["weight"]).all() and item["weight"].min() >= 1
+
+
+def test_empty_folder_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    with pytest.raises(DataError, match="no image/mask pairs found"):
+        CellDataModule(str(tmp_path)).samples()
+
+
+def test_config_typos_name_the_key(compose_train: Composer) -> None:
+    from hydra.errors import ConfigCompositionException
+
+    with pytest.raises(ConfigCompositionException, match="crop_sise"):
+        compose_train("data.crop_sise=256")
+    with pytest.raises(ConfigCompositionException, match="no_wn"):
+        compose_train("ablation=no_wn")

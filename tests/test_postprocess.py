@@ -6,6 +6,8 @@ from collections.abc import Sequence
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy import ndimage as ndi
 
 from cellcount.postprocess import (
@@ -337,3 +339,34 @@ def test_postprocess_many_cells_no_uint8_overflow() -> None:
     assert_sequential(labels)
     # Raster order: the first cell is the top-left one, the last the bottom-right.
     assert labels[20, 20] == 1 and labels[580, 780] == 300
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    threshold=st.floats(0.05, 0.95),
+    blobs=st.integers(0, 12),
+)
+def test_random_probability_maps_give_valid_labels(seed: int, threshold: float, blobs: int) -> None:
+    """Property: any probability map gives sequential int32 labels inside the cleaned mask,
+    and scoring them against a random truth keeps TP + FN = true and TP + FP = predicted."""
+    from cellcount.scoring import score_image
+
+    rng = np.random.default_rng(seed)
+    prob = np.zeros((96, 128), np.float32)
+    for _ in range(blobs):
+        y, x, r = rng.integers(0, 96), rng.integers(0, 128), rng.integers(3, 20)
+        yy, xx = np.ogrid[:96, :128]
+        prob[(yy - y) ** 2 + (xx - x) ** 2 <= r * r] = rng.uniform(0.3, 1.0)
+    prob = np.clip(prob + rng.normal(0, 0.05, prob.shape).astype(np.float32), 0, 1)
+    params = PostprocessParams.from_cell_diameter(12)
+    labels = postprocess(prob, threshold, params)
+    assert labels.dtype == np.int32 and labels.shape == prob.shape
+    count = int(labels.max(initial=0))
+    assert set(np.unique(labels).tolist()) == set(range(count + 1))
+    assert not (labels > 0)[~clean(binarize(prob, threshold), params)].any()
+    truth = rng.random((96, 128)) > 0.97
+    score = score_image(labels, truth)
+    assert score.match.tp + score.match.fn == score.match.n_true
+    assert score.match.tp + score.match.fp == score.match.n_pred == count
+    assert min(score.match.tp, score.match.fp, score.match.fn) >= 0

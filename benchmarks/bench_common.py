@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -35,11 +36,18 @@ def progress(message: str) -> None:
 
 @dataclass
 class Stats:
-    """Wall-time samples (seconds) of one measured operation."""
+    """Wall-time samples (seconds) of one measured operation.
+
+    ``user``, ``system`` (CPU seconds of this process, all threads) and ``faults``
+    (minor page faults) are per-sample too when :func:`measure` took them.
+    """
 
     samples: list[float]
     warmup: int = 0
     note: str = ""
+    user: list[float] = field(default_factory=list)
+    system: list[float] = field(default_factory=list)
+    faults: list[int] = field(default_factory=list)
 
     @property
     def n(self) -> int:
@@ -66,25 +74,72 @@ class Stats:
     def noisy(self) -> bool:
         return self.n > 1 and self.spread > NOISY_SPREAD
 
-    def scaled(self, factor: float) -> Stats:
-        """The same samples multiplied by ``factor`` (e.g. per cell, per image)."""
-        return Stats([s * factor for s in self.samples], self.warmup, self.note)
-
     def rate(self, work: float) -> Stats:
         """``work / sample`` for each sample (e.g. GFLOP/s); note min and max swap."""
         return Stats([work / s for s in self.samples], self.warmup, self.note)
 
+    @property
+    def cpu_per_wall(self) -> float:
+        """Median of (user + system CPU time) / wall time: busy cores; nan if not taken."""
+        if not self.user:
+            return float("nan")
+        ratios = [(u + k) / w for u, k, w in zip(self.user, self.system, self.samples, strict=True)]
+        return statistics.median(ratios)
+
+    @property
+    def system_share(self) -> float:
+        """Median share of CPU time spent in the kernel (page faults, mostly); nan if not taken."""
+        if not self.user:
+            return float("nan")
+        shares = [
+            k / (u + k) if u + k > 0 else 0.0 for u, k in zip(self.user, self.system, strict=True)
+        ]
+        return statistics.median(shares)
+
+    @property
+    def median_faults(self) -> float:
+        return statistics.median(self.faults) if self.faults else float("nan")
+
+
+def _faults() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
 
 def measure(function: Callable[[], object], repeats: int, warmup: int = 1) -> Stats:
-    """Run ``function`` ``warmup`` times untimed, then time ``repeats`` calls."""
+    """Run ``function`` ``warmup`` times untimed, then time ``repeats`` calls.
+
+    Each timed call also records this process's user and system CPU time and its
+    minor page faults.
+    """
     for _ in range(warmup):
         function()
-    samples = []
+    stats = Stats([], warmup)
     for _ in range(repeats):
+        cpu, faults = os.times(), _faults()
         start = time.perf_counter()
         function()
-        samples.append(time.perf_counter() - start)
-    return Stats(samples, warmup)
+        stats.samples.append(time.perf_counter() - start)
+        after = os.times()
+        stats.user.append(after.user - cpu.user)
+        stats.system.append(after.system - cpu.system)
+        stats.faults.append(_faults() - faults)
+    return stats
+
+
+def peak_rss() -> int:
+    """High-water mark of this process's resident set, in bytes (Linux ``VmHWM``).
+
+    Unlike ``getrusage(...).ru_maxrss``, it is not inherited: Linux folds the
+    parent's peak into a child's ru_maxrss at exec, so a child started from a
+    4 GB parent would report >= 4 GB.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def timed(function: Callable[[], object]) -> tuple[object, float]:

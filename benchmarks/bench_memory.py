@@ -2,16 +2,16 @@
 
 The parent starts ``python -m benchmarks.bench_memory JSON`` per case; the child
 does the work and prints one JSON line with its own peak resident set size
-(``resource.getrusage(RUSAGE_SELF).ru_maxrss``, which Linux reports in KiB),
-the RSS peak right after the imports (the fixed cost of Python + torch) and
-its wall time.
+(``VmHWM`` of ``/proc/self/status``), the peak right after the imports (the
+fixed cost of Python + torch + Lightning) and its wall time. ``ru_maxrss`` is
+not used: Linux carries the parent's peak into a child's ``ru_maxrss`` at exec,
+so every child of the (multi-GB) harness process would report the harness's peak.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -26,16 +26,12 @@ from benchmarks.bench_common import (
     Section,
     fmt_bytes,
     fmt_time,
+    peak_rss,
     progress,
     table,
 )
 
 TARGET_LARGE_BYTES = 4 * 10**9  # "8000x8000 peak < 4 GB"
-
-
-def _peak_rss() -> int:
-    """Peak RSS of this process in bytes (Linux ru_maxrss is in KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def tiled_image(source: Path, height: int, width: int, out: Path) -> Path:
@@ -55,7 +51,7 @@ def _child(job: dict[str, Any]) -> dict[str, Any]:
     start = time.perf_counter()
     import cellcount.count as count_cli
 
-    baseline = _peak_rss()
+    baseline = peak_rss()
     if job["mode"] == "cli":
         argv = [
             job["image"],
@@ -92,7 +88,7 @@ def _child(job: dict[str, Any]) -> dict[str, Any]:
         extra = {"status": 0, "count": result.count}
     return {
         "baseline_rss": baseline,
-        "peak_rss": _peak_rss(),
+        "peak_rss": peak_rss(),
         "seconds": time.perf_counter() - start,
         **extra,
     }
@@ -178,8 +174,9 @@ def run(
             )
     body = (
         "Each row is one fresh `python -m benchmarks.bench_memory` process; the peak is "
-        "its own `resource.getrusage(RUSAGE_SELF).ru_maxrss` at exit (psutil is not "
-        "installed; Linux reports the high-water mark of the resident set). *count* rows run "
+        "its own resident-set high-water mark at exit (`VmHWM` in `/proc/self/status`; "
+        "psutil is not installed, and `ru_maxrss` is unusable here because Linux folds the "
+        "parent's peak into a child's at exec). *count* rows run "
         "the counting CLI in that process (`cellcount.count.main`: read, tiled predict with "
         "the untrained c_resunet on CPU, post-process, cell table, label TIFF + overlay PNG). "
         "*after imports* is the peak before any work (interpreter, torch, cellcount). The "

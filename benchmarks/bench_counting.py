@@ -245,10 +245,10 @@ def run(images: list[Path], checkpoint: Path, repeats: int, downstream_repeats: 
         "image in one forward). Stages as `Counter.count` runs them, then what the CLI "
         "writes by default (`write_labels`: zlib 16-bit label TIFF; `render_overlay(..., "
         "numbers=True)` + `save_png`). One warm-up pass, then "
-        f"{stages['total'].n} timed passes. The untrained map gives {found} cell(s) here, "
+        f"{stages['total'].n} timed pass(es). The untrained map gives {found} cell(s) here, "
         "so its downstream stages are cheap; the last column runs the same downstream "
         f"stages on the image's ground-truth mask blurred into a probability map ({truth_found}"
-        f" cells found, {true_count} in the mask; {downstream_repeats} timed passes), and "
+        f" cells found, {true_count} in the mask; {downstream_repeats} timed pass(es)), and "
         "its total adds them to the read and predict medians of the middle column.\n\n"
         + table(["stage", "untrained model, median (min–max)", "with the true cells"], breakdown)
         + "\n\nThe counting CLI, in-process `cellcount.count.main([folder, --ckpt, --out, "

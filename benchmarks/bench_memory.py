@@ -11,6 +11,7 @@ so every child of the (multi-GB) harness process would report the harness's peak
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import subprocess
 import sys
@@ -66,8 +67,9 @@ def _child(job: dict[str, Any]) -> dict[str, Any]:
             str(job["tile_size"]),
         ]
         status = count_cli.main(argv)
-        rows = (Path(job["out"]) / "counts.csv").read_text().splitlines()
-        count = rows[1].split(",")[2] if len(rows) > 1 else "?"
+        with (Path(job["out"]) / "counts.csv").open(newline="") as handle:
+            rows = list(csv.DictReader(handle))
+        count = rows[0]["count"] if rows else "?"
         extra: dict[str, Any] = {"status": status, "count": count}
     else:  # downstream: post-processing + table + writes on a tiled true-mask map
         from benchmarks.bench_postprocess import probability_map
@@ -190,7 +192,13 @@ def run(
             ["case", "peak RSS", "after imports", "peak - imports", "process wall time", "cells"],
             rows,
         )
-        + ("" if include_large else "\n\nThe large-image rows were skipped (--skip-large).")
+        + (
+            f"\n\nFor scale, at {large_side}x{large_side} the float32 RGB image alone is "
+            f"{fmt_bytes(large_side**2 * 12)}, and the float32 probability map and the int32 "
+            f"label image {fmt_bytes(large_side**2 * 4)} each."
+            if include_large
+            else "\n\nThe large-image rows were skipped (--skip-large)."
+        )
     )
     return Section("6. Peak memory", body, data)
 

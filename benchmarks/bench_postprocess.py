@@ -99,7 +99,7 @@ def run(height: int, width: int, counts: tuple[int, ...], repeats: int) -> Secti
         f"{RADII[1]} px on a {SPACING}-px grid), probability map = the disc mask blurred "
         "with a 2-px Gaussian, threshold 0.5, the paper's post-processing constants; "
         "matching = `score_image` (label the true mask, bounding-box centres, greedy, "
-        f"< 50 px). One warm-up call, then {repeats} timed calls per cell per figure. "
+        f"< 50 px). One warm-up call, then {repeats} timed calls, for each column of each row. "
         "Threads are left as they are, but this is single-core work (scipy.ndimage, "
         "scikit-image and numpy here do not use threads): the *CPU/wall* column is "
         "process CPU time over wall time during the combined runs (~1.0 = one core busy).\n\n"

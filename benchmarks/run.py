@@ -1,6 +1,6 @@
 """Speed and memory benchmarks of cellcount -> BENCHMARKS.md.
 
-    make bench                                   # the reference run (about 10-13 min, 2 cores)
+    make bench                                   # the reference run (9-12 min on 2 cores)
     .venv/bin/python -m benchmarks.run --out BENCHMARKS.md
     .venv/bin/python -m benchmarks.run --quick --out /tmp/bench.md   # smoke run, < 1 min
 
@@ -126,7 +126,7 @@ QUICK = Config(
     count_images=2,
     count_repeats=1,
     downstream_repeats=1,
-    large_side=1024,
+    large_side=768,
     large_tile=512,
 )
 
@@ -153,7 +153,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--skip-large",
         action="store_true",
-        help="skip the large-image memory rows (the slowest part: ~7 min)",
+        help="skip the large-image memory rows (the slowest part: 4-7 min)",
     )
     parser.add_argument("--json", default=None, help="also write the raw samples as JSON")
     return parser.parse_args(argv)
@@ -329,7 +329,10 @@ def render(
         "calls, all measured side by side in this one run after untimed warm-up calls; "
         "cells show the **median** and, in brackets, the **min–max** of the repeats (the "
         "number of repeats is in each table). Ratios are computed from medians of this run. "
-        "A `!` marks a spread above 15% of the median. Threads are left at their defaults.",
+        "A `!` marks a spread above 15% of the median. Threads are left at their defaults. "
+        "This is a shared 2-vCPU virtual machine: absolute times of separate runs have "
+        "differed by up to 2x (e.g. fp32 matmul 89 vs 182 GFLOP/s, c_resunet 3.8 vs 7 s per "
+        "image, 20 minutes apart), so compare figures within one run, not across runs.",
         "",
         "1. **Weight map**: training-target weight map of a 1600x1200 mask with 50 cells, "
         "package vs the authors' per-cell algorithm (`benchmarks/weight_map_baseline.py`).",
@@ -337,8 +340,9 @@ def render(
         "the truth, per image, at 10/100/1000 cells; shows the per-cell cost.",
         "3. **Machine limit**: large fp32 and bf16 matmuls, the practical compute peak.",
         "4. **Inference**: model-only forward time per 1600x1200 image for each paper net, "
-        "its GFLOP/s and the fraction of the fp32 matmul peak (plus channels-last and bf16 "
-        "variants of c_resunet, for information).",
+        "its GFLOP/s and the fraction of the fp32 matmul peak; for information, c_resunet "
+        "with channels-last, bf16 autocast and a glibc allocator setting that avoids page "
+        "faults.",
         "5. **End to end**: counting real images through `Counter` (per stage) and the "
         "`cellcount count` CLI.",
         "6. **Peak memory**: resident set size of counting one 1600x1200 and one 8000x8000 "

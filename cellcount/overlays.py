@@ -105,6 +105,10 @@ def _write_numbers(draw: ImageDraw.ImageDraw, labels: np.ndarray) -> None:
 
 
 def save_png(picture: np.ndarray, path: Path | str) -> None:
-    """Write a uint8 (H, W, 3) picture as PNG, atomically."""
+    """Write a uint8 (H, W, 3) picture as PNG, atomically.
+
+    Light compression: about 5x faster than Pillow's default for files ~25 % larger
+    (BENCHMARKS.md section 5), which matters when counting hundreds of images.
+    """
     with atomic_path(path) as tmp:
-        Image.fromarray(picture).save(tmp, format="PNG")
+        Image.fromarray(picture).save(tmp, format="PNG", compress_level=1)

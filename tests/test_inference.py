@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
-from cellcount.inference import predict_probabilities, tile_starts
+from cellcount.inference import load_module, predict_probabilities, tile_starts
 from cellcount.module import CellSegModule
 
 
@@ -45,3 +47,21 @@ def test_tiled_prediction_equals_whole_image(module: CellSegModule) -> None:
 def test_too_small_tiles_are_refused(module: CellSegModule) -> None:
     with pytest.raises(ValueError, match="must exceed"):
         predict_probabilities(module, np.zeros((300, 300, 3), np.float32), tile_size=64)
+
+
+def test_loaded_modules_run_channels_last_with_the_same_output(
+    module: CellSegModule, tmp_path: Path
+) -> None:
+    import pytorch_lightning as pl
+
+    path = tmp_path / "m.ckpt"
+    torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams),
+                "pytorch-lightning_version": pl.__version__}, path)  # fmt: skip
+    loaded = load_module(path)
+    conv = next(
+        m for m in loaded.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size[0] > 1
+    )
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    image = np.random.default_rng(2).random((64, 72, 3), dtype=np.float32)
+    expected = predict_probabilities(module, image)
+    assert np.abs(predict_probabilities(loaded, image) - expected).max() < 1e-5

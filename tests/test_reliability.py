@@ -50,7 +50,9 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_checkpoint(
         return loss
 
     monkeypatch.setattr(cellcount.module, "weighted_bce", nan_in_second_epoch)
-    cfg = compose_train(*TINY_TRAIN_OVERRIDES, "trainer.max_epochs=3")
+    cfg = compose_train(
+        *TINY_TRAIN_OVERRIDES, "trainer.max_epochs=3", "trainer.enable_progress_bar=false"
+    )
     with pytest.raises(FloatingPointError, match=r"train loss is nan at epoch 1.*lower the learn"):
         train(cfg)
     last = tmp_path / "run" / "checkpoints" / "last.ckpt"

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pytorch_lightning as pl
 import torch
 from PIL import Image
 
@@ -36,7 +35,7 @@ from benchmarks.bench_postprocess import probability_map
 from cellcount.counter import Counter, cell_table
 from cellcount.data.io import read_image
 from cellcount.metrics import label_mask
-from cellcount.module import CellSegModule
+from cellcount.module import CellSegModule, save_checkpoint
 from cellcount.overlays import render_overlay, save_png
 from cellcount.postprocess import postprocess
 
@@ -52,15 +51,7 @@ def make_checkpoint(folder: Path, threshold: float = UNTRAINED_THRESHOLD) -> Pat
     torch.manual_seed(0)
     module = CellSegModule(arch="c_resunet", threshold=threshold)
     path = folder / "untrained_c_resunet.ckpt"
-    torch.save(
-        {
-            "state_dict": module.state_dict(),
-            "hyper_parameters": dict(module.hparams),
-            "pytorch-lightning_version": pl.__version__,
-        },
-        path,
-    )
-    return path
+    return save_checkpoint(module, path)
 
 
 def mask_path(image: Path) -> Path:

@@ -42,11 +42,10 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 import numpy as np
-import pytorch_lightning as pl
 import torch
 
 from cellcount.files import atomic_path, file_sha256
-from cellcount.module import CellSegModule
+from cellcount.module import CellSegModule, checkpoint_dict
 from cellcount.nets import build_net
 
 ARCH = "c_resunet"
@@ -489,11 +488,9 @@ def build_checkpoint(net_state: Mapping[str, torch.Tensor], threshold: float) ->
     n = infer_n_features_start(net_state.values())
     module = CellSegModule(arch=ARCH, arch_kwargs={"n_features_start": n}, threshold=threshold)
     module.net.load_state_dict(net_state, strict=True)
-    return {
-        "state_dict": {k: v.detach().clone() for k, v in module.state_dict().items()},
-        "hyper_parameters": _plain(dict(module.hparams)),
-        "pytorch-lightning_version": pl.__version__,
-    }
+    checkpoint = checkpoint_dict(module)
+    checkpoint["hyper_parameters"] = _plain(checkpoint["hyper_parameters"])
+    return checkpoint
 
 
 def convert(

@@ -4,12 +4,14 @@ optimiser and LR schedule, and the detection threshold stored as a buffer."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
 from torch import nn
 
+from cellcount.files import atomic_path
 from cellcount.losses import weighted_bce
 from cellcount.nets import build_net, net_config
 from cellcount.postprocess import REFERENCE_CELL_DIAMETER, PostprocessParams
@@ -106,3 +108,22 @@ class CellSegModule(pl.LightningModule):
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "monitor": "val/loss", "interval": "epoch"},
         }
+
+
+def checkpoint_dict(module: CellSegModule) -> dict[str, Any]:
+    """A minimal Lightning-loadable checkpoint of a module (weights, threshold, hparams).
+
+    Only tensors and plain types, so it loads with ``torch.load(weights_only=True)``.
+    """
+    return {
+        "state_dict": {k: v.detach().clone() for k, v in module.state_dict().items()},
+        "hyper_parameters": dict(module.hparams),
+        "pytorch-lightning_version": pl.__version__,
+    }
+
+
+def save_checkpoint(module: CellSegModule, path: Path | str) -> Path:
+    """Write :func:`checkpoint_dict` of ``module`` to ``path`` atomically; return the path."""
+    with atomic_path(path) as tmp:
+        torch.save(checkpoint_dict(module), tmp)
+    return Path(path)

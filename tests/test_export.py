@@ -18,7 +18,7 @@ from cellcount.export import (
     read_export_metadata,
     run_exported,
 )
-from cellcount.module import CellSegModule
+from cellcount.module import CellSegModule, save_checkpoint
 
 THRESHOLD = 0.625
 EXPORT_SIZE = (32, 48)
@@ -46,15 +46,7 @@ def tiny_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
             elif name.endswith("running_var"):
                 buffer.uniform_(0.5, 1.5)
     path = tmp_path_factory.mktemp("ckpt") / "tiny.ckpt"
-    torch.save(
-        {
-            "state_dict": module.state_dict(),
-            "hyper_parameters": dict(module.hparams),
-            "pytorch-lightning_version": pl.__version__,
-        },
-        path,
-    )
-    return path
+    return save_checkpoint(module, path)
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from cellcount.inference import load_module, predict_probabilities, tile_starts
-from cellcount.module import CellSegModule
+from cellcount.module import CellSegModule, save_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -52,12 +52,7 @@ def test_too_small_tiles_are_refused(module: CellSegModule) -> None:
 def test_loaded_modules_run_channels_last_with_the_same_output(
     module: CellSegModule, tmp_path: Path
 ) -> None:
-    import pytorch_lightning as pl
-
-    path = tmp_path / "m.ckpt"
-    torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams),
-                "pytorch-lightning_version": pl.__version__}, path)  # fmt: skip
-    loaded = load_module(path)
+    loaded = load_module(save_checkpoint(module, tmp_path / "m.ckpt"))
     conv = next(
         m for m in loaded.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size[0] > 1
     )

@@ -20,16 +20,16 @@ from pytorch_lightning.loggers import WandbLogger
 
 from cellcount.files import atomic_path
 from cellcount.inference import predict_probabilities
-from cellcount.metrics import ImageMatch, summarize
+from cellcount.metrics import ImageMatch
 from cellcount.module import CellSegModule
 from cellcount.overlays import render_overlay
 from cellcount.postprocess import postprocess
 from cellcount.scoring import score_image
 from cellcount.thresholds import (
-    TABLE_COLUMNS,
     save_curve,
     select_threshold,
     sweep_image,
+    sweep_table,
     threshold_grid,
 )
 
@@ -133,11 +133,7 @@ class ThresholdSweep(pl.Callback):
             if index % world == rank
         ]  # fmt: skip
         per_image = [matches for _, matches in sorted(_gather(local))]
-        table = [
-            {"threshold": float(t), **summarize(m[i] for m in per_image)}
-            for i, t in enumerate(self.grid)
-        ]
-        table = [{k: row[k] for k in TABLE_COLUMNS} for row in table]
+        table = sweep_table(self.grid, per_image)
         f1 = np.array([row["f1"] for row in table])
         chosen = select_threshold(self.grid, f1, self.method)  # type: ignore[arg-type]
         module.threshold.fill_(chosen)

@@ -226,22 +226,36 @@ def sweep(
         ``TABLE_COLUMNS``.
     """
     grid = threshold_grid() if thresholds is None else np.asarray(thresholds, dtype=np.float64)
-    per_threshold: list[list[ImageMatch]] = [[] for _ in grid]
     pairs: Iterable[tuple[np.ndarray, np.ndarray]] = zip(prob_maps, true_labels, strict=True)
     if progress:
         from tqdm.auto import tqdm
 
         pairs = tqdm(pairs, desc="threshold sweep", unit="image")
-    for prob, truth in pairs:
-        for bucket, match in zip(
-            per_threshold,
-            sweep_image(prob, truth, grid, params, radius, method, centre),
-            strict=True,
-        ):
-            bucket.append(match)
+    per_image = [
+        sweep_image(prob, truth, grid, params, radius, method, centre) for prob, truth in pairs
+    ]
+    return sweep_table(grid, per_image, eps)
+
+
+def sweep_table(
+    thresholds: Sequence[float] | np.ndarray,
+    per_image: Sequence[Sequence[ImageMatch]],
+    eps: float = PAPER_EPS,
+) -> list[dict[str, float]]:
+    """Micro-averaged scores per threshold from per-image matches.
+
+    Args:
+        thresholds: the grid, length T.
+        per_image: for each image, its T matches (one per threshold, as from
+            :func:`sweep_image`).
+        eps: score smoothing (paper: 0.001).
+
+    Returns:
+        One dict per threshold with the keys of ``TABLE_COLUMNS``.
+    """
     table = []
-    for threshold, matches in zip(grid, per_threshold, strict=True):
-        row = {"threshold": float(threshold), **summarize(matches, eps)}
+    for index, threshold in enumerate(thresholds):
+        row = {"threshold": float(threshold), **summarize((m[index] for m in per_image), eps)}
         table.append({key: row[key] for key in TABLE_COLUMNS})
     return table
 

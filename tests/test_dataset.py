@@ -52,7 +52,7 @@ def test_sampler_frequencies_match_oversampling_factor() -> None:
     assert dataset.epoch_size() == 12 * 5 + 151
     artifact = len(crops) - 1
     assert (crops[artifact].y0, crops[artifact].x0) == (0, 96 - 32)  # clipped into the image
-    sampler = EpochSampler(dataset.sample_weights().tolist(), 200_000, seed=0)
+    sampler = EpochSampler(dataset.sample_weights(), 200_000, seed=0)
     draws = torch.tensor([index for index, _ in sampler])
     share = (draws == artifact).double().mean().item()
     assert abs(share - 151 / dataset.epoch_size()) < 0.005

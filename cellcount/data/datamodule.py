@@ -235,7 +235,7 @@ class CellDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         dataset = self.datasets["train"]
         seed = torch.initial_seed() % 2**31  # the run's seed (seed_everything)
-        sampler = EpochSampler(dataset.sample_weights().tolist(), dataset.epoch_size(), seed)
+        sampler = EpochSampler(dataset.sample_weights(), dataset.epoch_size(), seed)
         return DataLoader(dataset, sampler=sampler, drop_last=False, **self._loader_kwargs())
 
     def val_dataloader(self) -> DataLoader:

@@ -155,9 +155,9 @@ class CropDataset(Dataset[dict[str, torch.Tensor]]):
     def __len__(self) -> int:
         return len(self.crops)
 
-    def sample_weights(self) -> torch.Tensor:
-        """Per-crop draw weights for a ``WeightedRandomSampler`` (the copy counts)."""
-        return torch.tensor([c.copies for c in self.crops], dtype=torch.double)
+    def sample_weights(self) -> list[float]:
+        """Per-crop draw weights for :class:`EpochSampler` (the copy counts)."""
+        return [float(c.copies) for c in self.crops]
 
     def epoch_size(self) -> int:
         """Draws per epoch: the sum of copy counts."""

@@ -2,7 +2,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install test test-all lint typecheck bench clean
+.PHONY: install test test-all lint typecheck bench real-data pretrained fnc-samples clean
 
 install:  ## create .venv and install cellcount (editable) with dev extras
 	$(PY) -m venv $(VENV)
@@ -27,3 +27,12 @@ bench:  ## speed and memory benchmarks -> BENCHMARKS.md (minutes; not part of th
 
 clean:
 	rm -rf .pytest_cache .mypy_cache .ruff_cache
+
+real-data:  ## DSB 2018 accuracy: c_resunet vs the classical baseline -> outputs/dsb_benchmark/table1.md
+	$(BIN)/python -m benchmarks.real_data
+
+pretrained:  ## train the shipped `pretrained` model -> cellcount/resources/models/
+	$(BIN)/python -m benchmarks.make_pretrained
+
+fnc-samples:  ## pretrained model on the 4 real FNC yellow samples -> benchmarks/results/
+	$(BIN)/python -m benchmarks.fnc_samples

@@ -1,9 +1,11 @@
-"""Count cells in a folder of images: ``cellcount count INPUT... --ckpt PATH --out DIR``.
+"""Count cells in a folder of images: ``cellcount count INPUT... --model M --out DIR``.
+
+``--model`` is a checkpoint path or the name of a shipped model (``pretrained``).
 
 Writes into ``--out``:
 
 * ``counts.csv``: one row per image (file, count, mean/median cell area in px,
-  threshold, model, checkpoint hash, error);
+  threshold, cell diameter, model, checkpoint hash, error);
 * ``labels/<name>.tif``: 16-bit label image (0 background, 1..count);
 * ``overlays/<name>.png``: the image with cell outlines and numbers;
 * ``cells/<name>.csv`` (``--per-cell``): id, centroid, area, mean intensity;
@@ -36,10 +38,11 @@ from cellcount.counter import CELL_COLUMNS, Counter, CountResult
 from cellcount.data.io import IMAGE_SUFFIXES, DataError
 from cellcount.files import atomic_path, atomic_write_text, file_sha256, write_csv
 from cellcount.overlays import render_overlay, save_png
+from cellcount.pretrained import PRETRAINED, resolve_model
 
 COUNT_COLUMNS = (
-    "file", "name", "count", "mean_cell_area", "median_cell_area", "threshold", "model",
-    "checkpoint_sha256", "error",
+    "file", "name", "count", "mean_cell_area", "median_cell_area", "threshold", "cell_diameter",
+    "model", "checkpoint_sha256", "error",
 )  # fmt: skip
 RECORDS = ".cellcount/records"
 
@@ -131,7 +134,7 @@ def write_outputs(result: CountResult, name: str, out: Path, options: argparse.N
         write_rois(result.labels, out / "rois" / f"{name}.zip")
 
 
-def count_row(path: Path, name: str, result: CountResult, model: dict[str, str]) -> dict[str, Any]:
+def count_row(path: Path, name: str, result: CountResult, model: dict[str, Any]) -> dict[str, Any]:
     """The ``counts.csv`` row of a counted image."""
     areas = result.areas
     return {
@@ -147,7 +150,8 @@ def run_key(options: argparse.Namespace, checkpoint_sha256: str) -> dict[str, An
     """What must match for a previous result to be reused on a re-run."""
     return {
         "checkpoint_sha256": checkpoint_sha256, "threshold": options.threshold,
-        "channel": options.channel, "tta": options.tta, "per_cell": options.per_cell,
+        "channel": options.channel, "tta": options.tta, "cell_diameter": options.cell_diameter,
+        "per_cell": options.per_cell,
         "rois": options.rois, "no_labels": options.no_labels, "no_overlays": options.no_overlays,
     }  # fmt: skip
 
@@ -165,12 +169,14 @@ def count_all(options: argparse.Namespace) -> int:
     """Count every input image; return the process exit status (0 ok, 1 some failed)."""
     out = Path(options.out)
     inputs = collect_inputs(options.inputs, options.recursive)
+    checkpoint = resolve_model(options.model)
     counter = Counter.from_checkpoint(
-        options.ckpt, options.device, threshold=options.threshold,
-        tile_size=options.tile_size, batch_size=options.batch_size, tta=options.tta,
+        checkpoint, options.device, threshold=options.threshold, tile_size=options.tile_size,
+        batch_size=options.batch_size, tta=options.tta, cell_diameter=options.cell_diameter,
     )  # fmt: skip
-    digest = file_sha256(options.ckpt)
-    model = {"model": str(counter.module.hparams["arch"]), "checkpoint_sha256": digest}
+    digest = file_sha256(checkpoint)
+    model = {"cell_diameter": counter.cell_diameter, "model": str(counter.module.hparams["arch"]),
+             "checkpoint_sha256": digest}  # fmt: skip
     key = run_key(options, digest)
     rows = []
     for path, name in tqdm(inputs, desc="counting", unit="image", disable=options.quiet):
@@ -190,7 +196,7 @@ def count_all(options: argparse.Namespace) -> int:
 
 def _count_one(
     counter: Counter, path: Path, name: str, out: Path, options: argparse.Namespace,
-    model: dict[str, str],
+    model: dict[str, Any],
 ) -> dict[str, Any]:  # fmt: skip
     try:
         result = counter.count(path, options.channel)
@@ -208,7 +214,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Count cells in fluorescence images with a trained model.",
     )
     parser.add_argument("inputs", nargs="+", help="image files, folders or glob patterns")
-    parser.add_argument("--ckpt", required=True, help="model checkpoint (.ckpt)")
+    parser.add_argument("--model", "--ckpt", dest="model", required=True,
+                        help="checkpoint file (.ckpt), or a shipped model: "
+                             f"{', '.join(PRETRAINED)} (no download)")  # fmt: skip
+    parser.add_argument("--cell-diameter", type=float, default=None,
+                        help="typical cell diameter in px (default: the model's); images "
+                             "are rescaled to the model's cell size")  # fmt: skip
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--recursive", action="store_true", help="search folders recursively")
     parser.add_argument("--channel", type=int, default=None,

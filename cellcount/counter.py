@@ -13,11 +13,13 @@ from pathlib import Path
 import numpy as np
 import torch
 from skimage.measure import regionprops_table
+from skimage.transform import rescale, resize
 
 from cellcount.data.io import read_image
 from cellcount.inference import load_module, predict_probabilities, resolve_device
 from cellcount.module import CellSegModule
-from cellcount.postprocess import postprocess
+from cellcount.postprocess import PostprocessParams, postprocess
+from cellcount.pretrained import resolve_model
 
 CELL_COLUMNS = ("id", "centroid_y", "centroid_x", "area", "mean_intensity")
 
@@ -56,6 +58,10 @@ class Counter:
         tile_size: predict images larger than this tile by tile (px).
         batch_size: tiles per forward pass.
         tta: average the probabilities over horizontal/vertical flips.
+        cell_diameter: typical cell diameter (px) in the images to count; None:
+            the model's own. When it differs, each image is rescaled so its cells
+            have the model's training size before prediction, the probabilities
+            are resized back, and post-processing uses this diameter.
     """
 
     def __init__(
@@ -65,25 +71,42 @@ class Counter:
         tile_size: int | None = 2048,
         batch_size: int = 1,
         tta: bool = False,
+        cell_diameter: float | None = None,
     ) -> None:
         self.module = module.eval()
         self.threshold = float(module.threshold) if threshold is None else float(threshold)
         if not 0 < self.threshold < 1:
             raise ValueError(f"threshold must be in (0, 1), got {self.threshold}")
-        self.params = module.postprocess_params()
+        model_diameter = float(module.hparams["cell_diameter"])
+        self.cell_diameter = model_diameter if cell_diameter is None else float(cell_diameter)
+        if not self.cell_diameter > 0:
+            raise ValueError(f"cell diameter must be positive (px), got {cell_diameter}")
+        self.scale = model_diameter / self.cell_diameter
+        self.params = PostprocessParams.from_cell_diameter(self.cell_diameter)
         self.tile_size = tile_size
         self.batch_size = batch_size
         self.tta = tta
 
     @classmethod
     def from_checkpoint(cls, path: Path | str, device: str = "auto", **options: object) -> Counter:
-        """Load a checkpoint (``cellcount.train`` or ``cellcount convert`` output)."""
-        module = load_module(path, resolve_device(device))
+        """Load a checkpoint (``cellcount.train`` or ``cellcount convert`` output), or a
+        shipped model by name (``"pretrained"``, see :mod:`cellcount.pretrained`)."""
+        module = load_module(resolve_model(path), resolve_device(device))
         return cls(module, **options)  # type: ignore[arg-type]
 
     @torch.inference_mode()
     def probabilities(self, image: np.ndarray) -> np.ndarray:
-        """float (H, W, 3) RGB in [0, 1] -> float32 (H, W) cell probabilities."""
+        """float (H, W, 3) RGB in [0, 1] -> float32 (H, W) cell probabilities.
+
+        The image is predicted at the model's cell size (see ``cell_diameter``).
+        """
+        if abs(self.scale - 1) < 1e-3:
+            return self._probabilities(image)
+        small = rescale(image, self.scale, order=1, channel_axis=-1, anti_aliasing=self.scale < 1)
+        prob = resize(self._probabilities(small.astype(np.float32)), image.shape[:2], order=1)
+        return prob.astype(np.float32)
+
+    def _probabilities(self, image: np.ndarray) -> np.ndarray:
         predict = lambda x: predict_probabilities(  # noqa: E731
             self.module, x, self.tile_size, batch_size=self.batch_size
         )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -43,33 +44,54 @@ def count_row(name: str, score: ImageScore) -> dict[str, Any]:
     }  # fmt: skip
 
 
+Segmenter = Callable[[np.ndarray], np.ndarray]
+"""RGB float image (H, W, 3) in [0, 1] -> int32 cell labels (H, W), 0 background."""
+
+
+def model_segmenter(module: CellSegModule, threshold: float) -> Segmenter:
+    """A trained model with its post-processing, as a :data:`Segmenter`."""
+    params = module.postprocess_params()
+
+    def segment(image: np.ndarray) -> np.ndarray:
+        return postprocess(predict_probabilities(module, image), threshold, params)
+
+    return segment
+
+
+def model_info(module: CellSegModule, threshold: float) -> dict[str, Any]:
+    """Model columns of a metrics record: threshold, architecture, trainable parameters."""
+    return {
+        "threshold": threshold,
+        "arch": module.hparams["arch"],
+        "parameters": sum(p.numel() for p in module.parameters() if p.requires_grad),
+    }
+
+
 def evaluate_images(
-    module: CellSegModule,
+    segment: Segmenter,
     images: list[tuple[str, np.ndarray, np.ndarray]],
-    threshold: float,
     radius: float = 50.0,
     matching: str = "greedy",
     overlay_dir: Path | None = None,
     max_overlays: int | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Count and score full-size images with one threshold.
+    """Count and score full-size images.
 
     Args:
-        module: trained model.
-        images: ``(name, RGB float image, bool mask)`` triples.
-        threshold: probability threshold in (0, 1).
+        segment: image -> labels (:func:`model_segmenter`, or the classical baseline).
+        images: ``(name, RGB float image, truth)`` triples; truth is a bool mask
+            or int instance labels.
         radius, matching: matching options (paper: 50 px, greedy).
         overlay_dir: where to save overlay PNGs (None: none).
         max_overlays: at most this many overlays (None: all).
 
     Returns:
-        Micro metrics (with ``threshold``, ``arch``, ``parameters``) and one
+        Micro metrics (see :func:`cellcount.metrics.summarize`) and one
         ``counts.csv`` row per image.
     """
-    params = module.postprocess_params()
     rows, scores = [], []
     for index, (name, image, truth) in enumerate(tqdm(images, desc="evaluate", unit="image")):
-        labels = postprocess(predict_probabilities(module, image), threshold, params)
+        labels = segment(image)
         score = score_image(labels, truth, radius, matching)  # type: ignore[arg-type]
         scores.append(score)
         rows.append(count_row(name, score))
@@ -77,13 +99,7 @@ def evaluate_images(
             picture = render_overlay(image, labels, score.true_labels,
                                      score.false_positives, score.false_negatives)  # fmt: skip
             save_png(picture, overlay_dir / f"{name}.png")
-    metrics = {
-        **summarize(s.match for s in scores),
-        "threshold": threshold,
-        "arch": module.hparams["arch"],
-        "parameters": sum(p.numel() for p in module.parameters() if p.requires_grad),
-    }
-    return metrics, rows
+    return summarize(s.match for s in scores), rows
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
@@ -95,9 +111,16 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     images = instantiate(cfg.data).full_images(cfg.part)
     overlay_dir = run_dir / "overlays" if cfg.overlays else None
     metrics, rows = evaluate_images(
-        module, images, threshold, cfg.radius, cfg.matching, overlay_dir, cfg.max_overlays
+        model_segmenter(module, threshold), images, cfg.radius, cfg.matching, overlay_dir,
+        cfg.max_overlays,
+    )  # fmt: skip
+    metrics.update(
+        {
+            **model_info(module, threshold),
+            "checkpoint": str(Path(cfg.ckpt).resolve()),
+            "part": cfg.part,
+        }
     )
-    metrics.update({"checkpoint": str(Path(cfg.ckpt).resolve()), "part": cfg.part})
     atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=1))
     write_csv(run_dir / "counts.csv", rows)
     return metrics

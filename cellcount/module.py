@@ -65,9 +65,14 @@ class CellSegModule(pl.LightningModule):
         """Post-processing constants for this model's expected cell size."""
         return PostprocessParams.from_cell_diameter(float(self.hparams["cell_diameter"]))
 
+    def on_fit_start(self) -> None:
+        # Channels-last convolutions are faster on CPU (oneDNN) and GPU tensor cores
+        # and give the same results; inputs follow in forward().
+        self.net.to(memory_format=torch.channels_last)
+
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         """(N, 3, H, W) RGB in [0, 1] -> (N, 1, H, W) logits."""
-        return self.net(image)
+        return self.net(image.contiguous(memory_format=torch.channels_last))
 
     def _shared_step(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
         logits = self(batch["image"])

@@ -5,6 +5,7 @@ Examples::
     python -m cellcount.train                                  # synthetic data, c-ResUnet, CPU
     python -m cellcount.train model=c_resunet ablation=no_wm
     python -m cellcount.train data=fnc data.root=/data/FNC trainer=gpu
+    python -m cellcount.train model=classical data=dsb data.root=DSB  # baseline, no training
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from cellcount.callbacks import ThresholdSweep
+from cellcount.classical import ClassicalSegmenter
 from cellcount.config import register_resolvers
-from cellcount.evaluate import evaluate_images
+from cellcount.evaluate import Segmenter, evaluate_images, model_info, model_segmenter
 from cellcount.files import atomic_write_text, write_csv
 from cellcount.module import CellSegModule
 from cellcount.provenance import write_run_info
@@ -35,6 +37,7 @@ register_resolvers()
 
 
 RESULTS = "results.json"
+CLASSICAL = "classical"
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
@@ -51,6 +54,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         return previous
     pl.seed_everything(cfg.seed, workers=True)
     info = write_run_info(run_dir, cfg.seed)
+    if cfg.model.arch == CLASSICAL:
+        results = _classical_results(cfg, run_dir)
+        atomic_write_text(run_dir / RESULTS, json.dumps(results, indent=1))
+        return results
     datamodule = instantiate(cfg.data)
     module = instantiate(cfg.module)
     callbacks = [instantiate(c) for c in cfg.callbacks.values()]
@@ -104,12 +111,39 @@ def _test_full_images(
 ) -> dict[str, Any]:
     """Count and score the full-size test images with the chosen threshold."""
     radius, matching = (sweep.radius, sweep.matching) if sweep else (50.0, "greedy")
+    threshold = float(module.threshold)
+    segment = model_segmenter(module, threshold)
+    metrics = _score_test_images(segment, datamodule, radius, matching, run_dir)
+    return {**metrics, **model_info(module, threshold)}
+
+
+def _score_test_images(
+    segment: Segmenter, datamodule: Any, radius: float, matching: str, run_dir: Path
+) -> dict[str, Any]:
+    """Score the full-size test images; write ``test_counts.csv`` and four overlays."""
     metrics, rows = evaluate_images(
-        module, datamodule.full_images("test"), float(module.threshold), radius, matching,
+        segment, datamodule.full_images("test"), radius, matching,
         run_dir / "test_overlays", max_overlays=4,
     )  # fmt: skip
     write_csv(run_dir / "test_counts.csv", rows)
     return metrics
+
+
+def _classical_results(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    """``model=classical``: score the untrained baseline on the val and test images."""
+    datamodule = instantiate(cfg.data)
+    datamodule.prepare_data()  # synthetic data and split.json, as for training
+    segment = ClassicalSegmenter(cfg.data.cell_diameter, **cfg.model.arch_kwargs)
+    radius, matching = cfg.callbacks.threshold_sweep.radius, cfg.callbacks.threshold_sweep.matching
+    val, _ = evaluate_images(segment, datamodule.full_images("val"), radius, matching)
+    results: dict[str, Any] = {
+        "status": "finished", "model": CLASSICAL, "ablation": "none", "seed": cfg.seed,
+        "run_dir": str(run_dir), "best_checkpoint": "", "val_loss": None, "epochs": 0,
+        "parameters": 0, "threshold": None, "method": segment.method, "val": val,
+    }  # fmt: skip
+    if cfg.test:
+        results["test"] = _score_test_images(segment, datamodule, radius, matching, run_dir)
+    return results
 
 
 def _best_checkpoint(trainer: pl.Trainer) -> tuple[str | None, float | None]:
@@ -172,8 +206,11 @@ def _print_summary(results: dict[str, Any]) -> None:
     for part in ("val", "test"):
         scores = results.get(part)
         if scores:
-            print(f"{part}: F1 {scores['f1']:.3f}, MAE {scores['mae']:.2f} "
-                  f"(threshold {results['threshold']:.3f})")  # fmt: skip
+            threshold = results["threshold"]
+            chosen = (
+                f"threshold {threshold:.3f}" if threshold is not None else "automatic threshold"
+            )
+            print(f"{part}: F1 {scores['f1']:.3f}, MAE {scores['mae']:.2f} ({chosen})")
     if results.get("best_checkpoint"):
         print(f"best checkpoint: {results['best_checkpoint']}")
     print(f"run folder: {results['run_dir']}")

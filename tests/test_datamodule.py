@@ -136,3 +136,40 @@ def test_bad_files_fail_clearly_or_are_skipped(tiny_synthetic: Path, tmp_path: P
     dm = _module(root, tmp_path / "skip", skip_bad_files=True)
     assert "synth_0002" not in {s.name for s in dm.samples()}
     assert len(dm.samples()) == 7
+
+
+def _instance_set(root: Path, names: list[str]) -> Path:
+    from PIL import Image
+
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    labels = np.zeros((128, 128), np.uint16)
+    labels[20:40, 20:40], labels[20:40, 40:60] = 1, 2  # two touching nuclei
+    for name in names:
+        Image.fromarray((labels > 0).astype(np.uint8) * 180).save(root / "images" / f"{name}.png")
+        Image.fromarray(labels).save(root / "labels" / f"{name}.png")
+    return root
+
+
+def test_extra_sources_pool_datasets_and_keep_instance_truth(
+    tiny_synthetic: Path, tmp_path: Path
+) -> None:
+    nuclei = _instance_set(tmp_path / "nuclei", ["n0", "n1", "n2"])
+    dm = _module(tiny_synthetic, tmp_path, extra_sources=[{"root": str(nuclei),
+                                                           "layout": "instances"}])  # fmt: skip
+    names = {s.name for s in dm.samples()}
+    assert {"n0", "n1", "n2"} < names and len(names) == 8 + 3
+    dm.prepare_data()
+    split = dm.make_split(dm.samples())
+    part = next(p for p in ("train", "val", "test") if set(getattr(split, p)) & {"n0", "n1", "n2"})
+    truths = {name: truth for name, _, truth in dm.full_images(part)}
+    nucleus = next(truths[n] for n in ("n0", "n1", "n2") if n in truths)
+    assert nucleus.dtype == np.int32 and nucleus.max() == 2  # instance labels, not a bool mask
+
+
+def test_extra_source_with_clashing_names_is_an_error(tiny_synthetic: Path, tmp_path: Path) -> None:
+    clash = _instance_set(tmp_path / "clash", ["synth_0000"])
+    dm = _module(tiny_synthetic, tmp_path, extra_sources=[{"root": str(clash),
+                                                           "layout": "instances"}])  # fmt: skip
+    with pytest.raises(DataError, match=r"synth_0000.*rename"):
+        dm.samples()

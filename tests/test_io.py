@@ -88,7 +88,7 @@ def test_size_mismatch_names_both_files(tmp_path: Path) -> None:
 
 
 def test_unknown_layout_lists_valid_ones(tmp_path: Path) -> None:
-    with pytest.raises(DataError, match="valid layouts: folder, fnc_v1, fnc_v2"):
+    with pytest.raises(DataError, match="valid layouts: folder, instances, fnc_v1, fnc_v2"):
         find_samples(tmp_path, layout="fnc_v3")
 
 
@@ -112,3 +112,84 @@ def test_real_fnc_samples_load() -> None:
     image, mask = load_pair(samples[0])
     assert image.shape == (1200, 1600, 3) and mask.shape == (1200, 1600)
     assert 0 < mask.mean() < 0.1
+
+
+def _write_instances(root: Path, name: str, labels: np.ndarray) -> None:
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    (root / "labels").mkdir(parents=True, exist_ok=True)
+    Image.fromarray(((labels > 0) * 200).astype(np.uint8)).save(root / "images" / f"{name}.png")
+    Image.fromarray(labels.astype(np.uint16)).save(root / "labels" / f"{name}.png")
+
+
+def _touching_pair() -> np.ndarray:
+    """Two 6x6 cells sharing an edge (ids 3 and 7), and a lone cell (id 1)."""
+    labels = np.zeros((12, 20), np.uint16)
+    labels[2:8, 2:8] = 3
+    labels[2:8, 8:14] = 7
+    labels[9:11, 16:19] = 1
+    return labels
+
+
+def test_instances_layout_keeps_labels_and_separates_touching_cells(tmp_path: Path) -> None:
+    from scipy import ndimage as ndi
+
+    from cellcount.data.io import training_mask
+
+    labels = _touching_pair()
+    _write_instances(tmp_path, "a", labels)
+    [sample] = find_samples(tmp_path, "instances")
+    image, truth = load_pair(sample)
+    assert image.shape == (12, 20, 3) and np.allclose(image[..., 0], image[..., 2])  # grey -> RGB
+    assert truth.dtype == np.int32 and set(np.unique(truth)) == {0, 1, 3, 7}
+    mask = training_mask(truth)
+    assert ndi.label(mask)[1] == 3  # merged by a plain binarisation, 3 objects here
+    assert (mask == (labels > 0)).sum() >= labels.size - 6  # only the 6-px seam is lost
+    assert ndi.label(labels > 0)[1] == 2
+
+
+def test_binary_label_file_counts_components(tmp_path: Path) -> None:
+    from cellcount.data.io import read_labels
+
+    mask = np.zeros((8, 8), np.uint8)
+    mask[1:3, 1:3] = 255
+    mask[5:7, 5:7] = 255
+    Image.fromarray(mask).save(tmp_path / "m.png")
+    assert read_labels(tmp_path / "m.png").max() == 2
+
+
+def test_rgb_label_file_is_rejected_with_its_name(tmp_path: Path) -> None:
+    from cellcount.data.io import read_labels
+
+    Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(tmp_path / "rgb.png")
+    with pytest.raises(DataError, match=r"rgb\.png.*single-plane"):
+        read_labels(tmp_path / "rgb.png")
+
+
+def test_training_target_of_labels_keeps_seams_after_hole_filling(tmp_path: Path) -> None:
+    from scipy import ndimage as ndi
+
+    from cellcount.data.targets import TargetOptions, load_record
+
+    # A ring of four touching cells: the seams between them enclose no hole,
+    # but filling small background holes must not re-join the cells.
+    labels = np.zeros((24, 24), np.uint16)
+    labels[4:12, 4:12], labels[4:12, 12:20] = 1, 2
+    labels[12:20, 4:12], labels[12:20, 12:20] = 3, 4
+    _write_instances(tmp_path, "ring", labels)
+    [sample] = find_samples(tmp_path, "instances")
+    record = load_record(sample, TargetOptions(min_cell_area=4, max_hole_area=50), tmp_path / "c")
+    assert ndi.label(record.target)[1] == 4
+
+
+@pytest.mark.skipif(not (SHARED / "dsb2018_stage1_train_fluo").exists(), reason="no DSB data")
+def test_dsb_folder_reads_as_instances_with_its_published_counts() -> None:
+    import csv
+
+    root = SHARED / "dsb2018_stage1_train_fluo"
+    samples = find_samples(root, "instances")
+    assert len(samples) == 498
+    with (root / "counts.csv").open() as handle:
+        published = {row["image"]: int(row["n_nuclei"]) for row in csv.DictReader(handle)}
+    for sample in samples[:5]:
+        _, truth = load_pair(sample)
+        assert len(np.unique(truth[truth > 0])) == published[sample.name]

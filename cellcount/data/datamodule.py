@@ -27,7 +27,14 @@ from cellcount.data.dataset import (
     grid_crops,
     pad_record,
 )
-from cellcount.data.io import DataError, Sample, find_samples, load_pair, read_artifact_boxes
+from cellcount.data.io import (
+    DataError,
+    Sample,
+    check_unique_names,
+    find_samples,
+    load_pair,
+    read_artifact_boxes,
+)
 from cellcount.data.splits import Split, make_split, read_name_list
 from cellcount.data.synthetic import SyntheticConfig, generate_dataset
 from cellcount.data.targets import ImageRecord, TargetOptions, load_record
@@ -41,8 +48,11 @@ class CellDataModule(pl.LightningDataModule):
 
     Args:
         root: dataset folder.
-        layout: ``folder`` | ``fnc_v1`` | ``fnc_v2`` (see :func:`cellcount.data.io.find_samples`).
+        layout: ``folder`` | ``instances`` | ``fnc_v1`` | ``fnc_v2``
+            (see :func:`cellcount.data.io.find_samples`).
         colour: FNC v2 collection (``yellow``, ``red``, ``green``).
+        extra_sources: more datasets to pool with this one, each
+            ``{"root": folder, "layout": layout}`` (file names must stay unique).
         synthetic: if given, generate a synthetic set into ``root`` first (cached);
             keys ``n_images``, ``seed`` and any :class:`SyntheticConfig` field.
         split_file: where the split is written (and read back when it exists).
@@ -50,6 +60,8 @@ class CellDataModule(pl.LightningDataModule):
         crop_size, crop_step: crop grid (paper: 512, 400).
         cell_diameter: typical cell diameter in px; the module's post-processing
             scales with it (``module.cell_diameter`` follows it in the config).
+        match_radius: centroid matching radius (px) for scoring this dataset
+            (paper: 50 px for 40 px cells); evaluation configs read it from here.
         batch_size, num_workers: loader settings (``num_workers=-1``: cores - 1).
         weight_maps: use the overcrowding weight map (ablation ``no_wm`` sets False).
         min_cell_area, max_hole_area, wm_sigma, wm_band: target cleaning and map parameters.
@@ -71,6 +83,7 @@ class CellDataModule(pl.LightningDataModule):
         root: str,
         layout: str = "folder",
         colour: str = "yellow",
+        extra_sources: Sequence[dict[str, str]] = (),
         synthetic: dict[str, Any] | None = None,
         split_file: str | None = None,
         split_seed: int = 0,
@@ -80,6 +93,7 @@ class CellDataModule(pl.LightningDataModule):
         crop_size: int = 512,
         crop_step: int = 400,
         cell_diameter: float = 40.0,
+        match_radius: float = 50.0,
         batch_size: int = 4,
         num_workers: int = -1,
         weight_maps: bool = True,
@@ -126,6 +140,10 @@ class CellDataModule(pl.LightningDataModule):
         if self._samples is None:
             hp = self.hp
             samples = find_samples(self.root, hp.layout, hp.colour, hp.skip_bad_files)
+            for source in hp.extra_sources:
+                layout = source.get("layout", "folder")
+                samples += find_samples(source["root"], layout, hp.colour, hp.skip_bad_files)
+            check_unique_names(s.name for s in samples)
             self._samples = [s for s in samples if _usable(s)] if hp.skip_bad_files else samples
             if not self._samples:
                 raise DataError(f"no usable image/mask pair in {self.root}; see the warnings.")
@@ -205,8 +223,9 @@ class CellDataModule(pl.LightningDataModule):
         """Whole images of a split part for full-size evaluation.
 
         Returns:
-            ``(name, image, mask)`` triples: image float32 (H, W, 3) in [0, 1], mask
-            bool (H, W) as read (not cleaned: evaluation counts the true cells).
+            ``(name, image, truth)`` triples: image float32 (H, W, 3) in [0, 1];
+            truth (H, W) as read (not cleaned: evaluation counts the true cells),
+            a bool mask or int32 instance labels (``instances`` layout).
         """
         samples = self.samples()
         split = self.split or self.make_split(samples)

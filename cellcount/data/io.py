@@ -4,7 +4,8 @@ This is the only module that knows about files on disk. Everything it returns is
 in one convention:
 
 * images: float32 array (H, W, 3), RGB, values in [0, 1];
-* masks: bool array (H, W), True on cell pixels.
+* masks: bool array (H, W), True on cell pixels;
+* instance labels: int32 array (H, W), 0 background, one positive id per cell.
 
 Errors are :class:`DataError` and always name the offending file and the fix.
 """
@@ -20,11 +21,12 @@ from pathlib import Path
 import numpy as np
 import tifffile
 from PIL import Image, UnidentifiedImageError
+from scipy import ndimage as ndi
 
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg")
-LAYOUTS = ("folder", "fnc_v1", "fnc_v2")
+LAYOUTS = ("folder", "instances", "fnc_v1", "fnc_v2")
 
 
 class DataError(ValueError):
@@ -38,14 +40,16 @@ class Sample:
     Attributes:
         name: file stem, unique within a dataset (used in splits and caches).
         image: path of the image file.
-        mask: path of the mask file.
+        mask: path of the mask file (binary mask, or instance labels when ``labels``).
         group: sub-collection the sample came from ("trainval"/"test" for FNC v2, else "").
+        labels: the mask file holds instance labels (one id per cell).
     """
 
     name: str
     image: Path
     mask: Path
     group: str = ""
+    labels: bool = False
 
 
 def read_array(path: Path) -> np.ndarray:
@@ -158,6 +162,46 @@ def read_mask(path: Path | str) -> np.ndarray:
     return array > 0
 
 
+def read_labels(path: Path | str) -> np.ndarray:
+    """Read an instance-label image (one integer id per cell, 0 background) as int32 (H, W).
+
+    A binary mask (values {0, 1}, {0, 255} or {0, 65535}) is accepted too: its
+    4-connected components become the instances.
+    """
+    path = Path(path)
+    array = read_array(path)
+    if array.ndim != 2 or not np.issubdtype(array.dtype, np.integer):
+        raise DataError(
+            f"label image {path} has shape {array.shape} and dtype {array.dtype}; expected a "
+            f"single-plane 8/16/32-bit integer image with 0 for background and one id per cell."
+        )
+    top = np.iinfo(array.dtype).max
+    if set(np.unique(array).tolist()) <= {0, 1, top}:
+        return ndi.label(array > 0)[0].astype(np.int32)
+    return array.astype(np.int32)
+
+
+def separate_instances(labels: np.ndarray) -> np.ndarray:
+    """Binary mask of instance labels with touching cells kept apart.
+
+    A cell pixel is dropped when one of its 8 neighbours belongs to a cell with
+    a larger id, so touching cells are separated by a 1-px gap (on the side of
+    the smaller id) and their connected components stay distinct.
+
+    Args:
+        labels: int (H, W) instance labels, 0 background.
+
+    Returns:
+        bool (H, W) mask.
+    """
+    return (labels > 0) & (ndi.maximum_filter(labels, size=3) <= labels)
+
+
+def training_mask(truth: np.ndarray) -> np.ndarray:
+    """The binary training target of a ground truth: a bool mask as is, labels separated."""
+    return truth if truth.dtype == bool else separate_instances(truth)
+
+
 def image_files(folder: Path) -> list[Path]:
     """Image files directly inside ``folder``, sorted by name (hidden files skipped)."""
     if not folder.is_dir():
@@ -171,7 +215,11 @@ def image_files(folder: Path) -> list[Path]:
 
 
 def pair_by_name(
-    image_dir: Path, mask_dir: Path, group: str = "", skip_unpaired: bool = False
+    image_dir: Path,
+    mask_dir: Path,
+    group: str = "",
+    skip_unpaired: bool = False,
+    labels: bool = False,
 ) -> list[Sample]:
     """Pair image and mask files that share a stem.
 
@@ -192,7 +240,7 @@ def pair_by_name(
             )
         log.warning("skipping unpaired files: %s", message)
     names = sorted(images.keys() & masks.keys())
-    return [Sample(n, images[n], masks[n], group) for n in names]
+    return [Sample(n, images[n], masks[n], group, labels) for n in names]
 
 
 def find_samples(
@@ -202,6 +250,8 @@ def find_samples(
 
     Layouts:
         ``folder``: ``root/images/*`` and ``root/masks/*`` (bring your own data).
+        ``instances``: ``root/images/*`` and instance-label images ``root/labels/*``
+        (e.g. the DSB 2018 nuclei set); touching cells stay separate.
         ``fnc_v1``: ``root/all_images/images/*`` and ``root/all_masks/masks/*``.
         ``fnc_v2``: ``root/<colour>/{trainval,test}/images/*`` with masks in
         ``.../ground_truths/masks/*``; ``Sample.group`` tells the split folder.
@@ -211,6 +261,8 @@ def find_samples(
         raise DataError(f"data root {root} does not exist; set data.root=<folder with your data>.")
     if layout == "folder":
         samples = pair_by_name(root / "images", root / "masks", "", skip_unpaired)
+    elif layout == "instances":
+        samples = pair_by_name(root / "images", root / "labels", "", skip_unpaired, labels=True)
     elif layout == "fnc_v1":
         samples = pair_by_name(
             root / "all_images" / "images", root / "all_masks" / "masks", "", skip_unpaired
@@ -221,7 +273,7 @@ def find_samples(
         raise DataError(f"unknown data layout {layout!r}; valid layouts: {', '.join(LAYOUTS)}.")
     if not samples:
         raise DataError(f"no image/mask pairs found under {root} (layout {layout!r}).")
-    _check_unique(s.name for s in samples)
+    check_unique_names(s.name for s in samples)
     return samples
 
 
@@ -239,7 +291,8 @@ def _fnc_v2_samples(colour_root: Path, skip_unpaired: bool) -> list[Sample]:
     return samples
 
 
-def _check_unique(names: Iterable[str]) -> None:
+def check_unique_names(names: Iterable[str]) -> None:
+    """Raise :class:`DataError` when two samples share a name (names key splits and caches)."""
     seen: set[str] = set()
     for name in names:
         if name in seen:
@@ -248,9 +301,14 @@ def _check_unique(names: Iterable[str]) -> None:
 
 
 def load_pair(sample: Sample) -> tuple[np.ndarray, np.ndarray]:
-    """Read a sample's image (H, W, 3) float32 [0, 1] and mask (H, W) bool; check sizes agree."""
+    """Read a sample's image and ground truth; check their sizes agree.
+
+    Returns:
+        image float32 (H, W, 3) in [0, 1]; truth (H, W): bool mask, or int32
+        instance labels for a ``labels`` sample.
+    """
     image = read_image(sample.image)
-    mask = read_mask(sample.mask)
+    mask = read_labels(sample.mask) if sample.labels else read_mask(sample.mask)
     if image.shape[:2] != mask.shape:
         raise DataError(
             f"mask {sample.mask} is {mask.shape[1]}x{mask.shape[0]} but image {sample.image} "

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cellcount.data.io import Sample, load_pair
+from cellcount.data.io import Sample, load_pair, training_mask
 from cellcount.data.weight_maps import clean_mask, weight_map
 from cellcount.files import array_sha256, atomic_save_npy, atomic_write_text
 
@@ -102,8 +102,11 @@ def load_record(
     sample: Sample, options: TargetOptions, cache_dir: Path, use_weight_map: bool = True
 ) -> ImageRecord:
     """Read a sample and build its training targets."""
-    image, mask = load_pair(sample)
+    image, truth = load_pair(sample)
+    mask = training_mask(truth)
     target = clean_mask(mask, options.min_cell_area, options.max_hole_area)
+    if sample.labels:  # hole filling must not close the gaps between touching cells
+        target[(truth > 0) & ~mask] = False
     if use_weight_map:
         weight = cached_weight_map(target, options, cache_dir)
     else:

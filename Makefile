@@ -35,4 +35,5 @@ pretrained:  ## train the shipped `pretrained` model -> cellcount/resources/mode
 	$(BIN)/python -m benchmarks.make_pretrained
 
 fnc-samples:  ## pretrained model on the 4 real FNC yellow samples -> benchmarks/results/
-	$(BIN)/python -m benchmarks.fnc_samples
+	$(BIN)/python -m benchmarks.fnc_samples --cell-diameter 40
+	$(BIN)/python -m benchmarks.fnc_samples --cell-diameter 25

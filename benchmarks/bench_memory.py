@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -51,8 +52,11 @@ def tiled_image(source: Path, height: int, width: int, out: Path) -> Path:
 def _child(job: dict[str, Any]) -> dict[str, Any]:
     start = time.perf_counter()
     import cellcount.count as count_cli
+    from cellcount.inference import MALLOC_TUNING_ENV
 
     baseline = peak_rss()
+    if job.get("malloc_defaults"):
+        os.environ[MALLOC_TUNING_ENV] = "0"  # the Counter then leaves glibc's malloc as is
     if job["mode"] == "cli":
         argv = [
             job["image"],
@@ -120,28 +124,31 @@ def run(
     large_tile: int,
     include_large: bool,
 ) -> Section:
+    from cellcount.counter import DEFAULT_TILE_SIZE
     from cellcount.data.io import read_array
+    from cellcount.inference import MALLOC_TUNING_ENV
 
     height, width = read_array(image).shape[:2]
     rows = []
     data: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="cellcount-bench-mem-") as scratch:
         folder = Path(scratch)
+        real = {"mode": "cli", "image": str(image), "tile_size": DEFAULT_TILE_SIZE}
         cases: list[tuple[str, dict[str, Any], bool]] = [
-            (
-                f"count {width}x{height} (real image)",
-                {"mode": "cli", "image": str(image), "tile_size": 2048},
-                False,
-            )
-        ]
+            (f"count {width}x{height} (real image)", real, False),
+            (f"count {width}x{height}, glibc malloc defaults", {**real, "malloc_defaults": True},
+             False),
+        ]  # fmt: skip
         if include_large:
             big = tiled_image(image, large_side, large_side, folder / "large.tif")
             side = f"{large_side}x{large_side}"
+            large = {"mode": "cli", "image": str(big), "tile_size": large_tile}
+            cases.append((f"count {side} (real image tiled, tile {large_tile})", large, True))
             cases.append(
                 (
-                    f"count {side} (real image tiled, tile {large_tile})",
-                    {"mode": "cli", "image": str(big), "tile_size": large_tile},
-                    True,
+                    f"count {side}, tile {large_tile}, glibc malloc defaults",
+                    {**large, "malloc_defaults": True},
+                    False,
                 )
             )
             cases.append(
@@ -180,7 +187,12 @@ def run(
         "psutil is not installed, and `ru_maxrss` is unusable here because Linux folds the "
         "parent's peak into a child's at exec). *count* rows run "
         "the counting CLI in that process (`cellcount.count.main`: read, tiled predict with "
-        "the untrained c_resunet on CPU, post-process, cell table, label TIFF + overlay PNG). "
+        "the untrained c_resunet on CPU, post-process, cell table, label TIFF + overlay PNG), "
+        f"with `--tile-size` {DEFAULT_TILE_SIZE} (the CLI default; tiles are balanced, "
+        "`cellcount.inference.tile_side`) unless the row says otherwise, and glibc's malloc "
+        "tuned as the `Counter` does (`cellcount.inference.tune_allocator`: no mmap, no trim "
+        "below 2 GiB; faster inference, larger peak); *glibc malloc defaults* rows run with "
+        f"`{MALLOC_TUNING_ENV}=0`. "
         "*after imports* is the peak before any work (interpreter, torch, cellcount). The "
         "untrained model finds few cells, so the *downstream only* row repeats post-"
         "processing + cell table + writes on a map made from the true mask tiled the same "

@@ -1,6 +1,6 @@
 """Counts of a model on the four real FNC yellow samples, against their masks.
 
-    make fnc-samples     # the shipped pretrained model -> benchmarks/results/fnc_yellow.md
+    make fnc-samples     # the shipped pretrained model -> benchmarks/results/fnc_yellow_d*.md
 
 Each image is counted as a user would (``Counter``, cells of about 40 px, the
 model's threshold) and matched to its mask (connected components; centroids
@@ -58,7 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--picture-of", default="Mar32bS2C2R2_DMl", help="image for the overlay")
     args = parser.parse_args(argv)
     counter = Counter.from_checkpoint(args.model, "cpu", cell_diameter=args.cell_diameter)
-    picture = args.out / "fnc_yellow_overlay.png"
+    stem = f"fnc_yellow_d{args.cell_diameter:g}"
+    picture = args.out / f"{stem}_overlay.png"
     rows = count_samples(counter, args.data, args.picture_of, picture)
     table = "\n".join([
         "| image | cells in mask | counted | difference | TP | FP | FN |",
@@ -68,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         f"python -m benchmarks.fnc_samples --model {args.model} "
         f"--cell-diameter {args.cell_diameter:g}"
     )
-    atomic_write_text(args.out / "fnc_yellow.md", f"`{command}`\n\n{table}\n")
+    atomic_write_text(args.out / f"{stem}.md", f"`{command}`\n\n{table}\n")
     print(table)
     print(f"overlay: {picture}")
     return 0

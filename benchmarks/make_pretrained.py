@@ -5,7 +5,8 @@
 Trains c_resunet on the synthetic FNC-like set pooled with the DSB 2018
 fluorescence nuclei (``data=fluo_mix``), then writes the best checkpoint with
 float16 weights to ``cellcount/resources/models/c_resunet_fluo.ckpt`` and a
-model card (command, validation and test scores, threshold) next to it.
+model card (command, validation and test scores, threshold, validation image
+names) next to it.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 
 from benchmarks.bench_common import REPO
 from benchmarks.real_data import DSB_ROOT
+from cellcount.data.splits import Split
 from cellcount.files import atomic_write_text
 from cellcount.inference import load_module
 from cellcount.pretrained import PRETRAINED, save_pretrained
@@ -39,6 +41,11 @@ def train(data_root: Path, run_dir: Path, epochs: int, trainer: str) -> list[str
     return command
 
 
+def _portable(command: str) -> str:
+    """The command with paths relative to the repository (as run from its root)."""
+    return command.replace(f"{REPO}/", "").replace(f"{REPO.parent}/", "../")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-root", type=Path, default=DSB_ROOT)
@@ -52,9 +59,11 @@ def main(argv: list[str] | None = None) -> int:
     target = save_pretrained(module, MODELS / PRETRAINED["pretrained"][0])
     card = {
         "name": "pretrained", "description": PRETRAINED["pretrained"][1],
-        "command": " ".join(["python", *command[1:]]), "arch": module.hparams["arch"],
+        "command": _portable(" ".join(["python", *command[1:]])),
+        "arch": module.hparams["arch"],
         "cell_diameter": module.hparams["cell_diameter"], "threshold": results["threshold"],
         "epochs": results["epochs"], "val": results["val"], "test": results.get("test"),
+        "val_images": Split.load(args.run_dir / "split.json").val,
     }  # fmt: skip
     atomic_write_text(target.with_suffix(".json"), json.dumps(card, indent=1))
     print(f"wrote {target} ({target.stat().st_size / 1e6:.1f} MB)")

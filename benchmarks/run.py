@@ -1,6 +1,6 @@
 """Speed and memory benchmarks of cellcount -> BENCHMARKS.md.
 
-    make bench                                   # the reference run (9-12 min on 2 cores)
+    make bench                                   # the reference run (14-18 min on 2 cores)
     .venv/bin/python -m benchmarks.run --out BENCHMARKS.md
     .venv/bin/python -m benchmarks.run --quick --out /tmp/bench.md   # smoke run, < 1 min
 
@@ -14,7 +14,11 @@ run. Sections (each in ``benchmarks/bench_*.py``):
 3. fp32 and bf16 matmul GFLOP/s (the machine's practical peak);
 4. model-only inference per image for the paper nets, as GFLOP/s and a fraction of 3;
 5. end-to-end counting of real images (Counter API stages, and the CLI);
-6. peak resident memory of counting a 1600x1200 and an 8000x8000 image.
+6. peak resident memory of counting a 1600x1200 and an 8000x8000 image;
+7. training throughput (512x512 crops/s) of the paper nets in fp32, channels-last
+   and bf16 autocast (the CPU training default), and with AMP on a GPU if present;
+8. bf16 vs fp32 inference accuracy of the shipped model (F1, MAE): may bf16 be
+   the CPU default?
 
 Progress goes to stderr; the Markdown file is written atomically at the end.
 The exit status is 1 when a section failed (its error is in the file).
@@ -43,6 +47,8 @@ from benchmarks import (
     bench_machine,
     bench_memory,
     bench_postprocess,
+    bench_precision,
+    bench_training,
     bench_weight_maps,
 )
 from benchmarks.bench_common import (
@@ -83,6 +89,12 @@ class Config:
     downstream_repeats: int
     large_side: int
     large_tile: int
+    train_plans: tuple[Plan, ...]  # section 7: warmup_side scales the warm-up crop
+    train_crop: int
+    train_batch: int
+    train_gpu_repeats: int
+    precision_dsb_images: int | None  # section 8: None = all validation images
+    precision_fnc_images: int | None
 
 
 FULL = Config(
@@ -108,6 +120,19 @@ FULL = Config(
     downstream_repeats=5,
     large_side=8000,
     large_tile=2048,
+    # One full-size warm-up step, except unet (~40 s per fp32 step on 2 cores): a
+    # warm-up at half the side and one timed step keep the section near 4 minutes.
+    train_plans=(
+        Plan("c_resunet", 3),
+        Plan("resunet", 2),
+        Plan("small_unet", 2),
+        Plan("unet", 1, warmup_side=0.5),
+    ),
+    train_crop=512,
+    train_batch=4,
+    train_gpu_repeats=10,
+    precision_dsb_images=None,
+    precision_fnc_images=None,
 )
 
 QUICK = Config(
@@ -128,9 +153,20 @@ QUICK = Config(
     downstream_repeats=1,
     large_side=768,
     large_tile=512,
+    train_plans=(
+        Plan("c_resunet", 1),
+        Plan("resunet", 1),
+        Plan("small_unet", 1),
+        Plan("unet", 1, warmup_side=0.5),
+    ),
+    train_crop=128,
+    train_batch=4,
+    train_gpu_repeats=2,
+    precision_dsb_images=4,
+    precision_fnc_images=1,
 )
 
-SECTIONS = ("1", "2", "3", "4", "5", "6")
+SECTIONS = ("1", "2", "3", "4", "5", "6", "7", "8")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -154,6 +190,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--skip-large",
         action="store_true",
         help="skip the large-image memory rows (the slowest part: 4-7 min)",
+    )
+    parser.add_argument(
+        "--precision-model",
+        type=Path,
+        default=None,
+        help="section 8: checkpoint to compare instead of the shipped pretrained model "
+        "(its model card <stem>.json with `val_images` must lie next to it)",
     )
     parser.add_argument("--json", default=None, help="also write the raw samples as JSON")
     return parser.parse_args(argv)
@@ -288,6 +331,39 @@ def summary(sections: dict[str, Section], config: Config) -> str:
                 "—",
             ]
         )
+    if "7" in sections:
+        train_speedup = bench_training.default_speedup(sections["7"])
+        default = sections["7"].data["default_variant"]
+        info = sections["7"].data["cpu"].get("c_resunet", {}).get(default)
+        if train_speedup is not None and info is not None:
+            crop = sections["7"].data["crop"]
+            rows.append(
+                [
+                    f"c_resunet training, CPU default ({default}), {crop}x{crop} crops",
+                    "report",
+                    f"{info['crops_per_s']:.2f} crops/s, {fmt_ratio(train_speedup)} fp32",
+                    "—",
+                ]
+            )
+    if "8" in sections:
+        data = sections["8"].data
+        ok = bool(data["verdict"])
+        misses = [
+            f"{name}: ΔF1 {d['delta_f1']:.4f}, ΔMAE {d['delta_mae_pct']:+.1f}%"
+            for name, d in data["datasets"].items()
+            if not d["verdict"]
+        ]
+        model = "shipped model" if data["shipped"] else f"model `{Path(data['model']).name}`"
+        rows.append(
+            [
+                f"bf16 inference within tolerance of fp32 ({model}; DSB validation "
+                "and FNC samples)",
+                f"ΔF1 within ±{bench_precision.MAX_DELTA_F1}, "
+                f"ΔMAE within ±{bench_precision.MAX_DELTA_MAE:.0%} of fp32",
+                "yes" if ok else "no (" + "; ".join(misses) + ")",
+                "met" if ok else "NOT met",
+            ]
+        )
     if config.name == "quick":
         rows = [[*row[:3], "n/a (quick run)"] for row in rows]
     return table(["target", "goal", "this run (median)", "status"], rows)
@@ -347,6 +423,12 @@ def render(
         "`cellcount count` CLI.",
         "6. **Peak memory**: resident set size of counting one 1600x1200 and one 8000x8000 "
         "image, each in a fresh process.",
+        "7. **Training throughput**: crops per second of a training step (forward, weighted "
+        "BCE, backward, Adam) for each paper net in fp32, channels-last and bf16 autocast "
+        "(the CPU training default); on a GPU also with AMP.",
+        "8. **bf16 accuracy**: the shipped model's F1 and MAE with bf16 vs fp32 inference on "
+        "its DSB validation images and the FNC samples, against the rule for making bf16 the "
+        "CPU default.",
         "",
         "## Targets at a glance",
         "",
@@ -448,6 +530,17 @@ def main(argv: list[str] | None = None) -> int:
                 config.large_side,
                 config.large_tile,
                 include_large=not args.skip_large,
+            ),
+            "7": lambda: bench_training.run(
+                list(config.train_plans),
+                config.train_crop,
+                config.train_batch,
+                config.train_gpu_repeats,
+            ),
+            "8": lambda: bench_precision.run(
+                args.precision_model,
+                dsb_limit=config.precision_dsb_images,
+                fnc_limit=config.precision_fnc_images,
             ),
         }
         for key in SECTIONS:

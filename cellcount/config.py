@@ -66,7 +66,9 @@ def cpu_precision() -> str:
     """
     import torch
 
-    return "bf16-mixed" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "32-true"
+    from cellcount.inference import native_bf16
+
+    return "bf16-mixed" if native_bf16(torch.device("cpu")) else "32-true"
 
 
 def register_resolvers() -> None:

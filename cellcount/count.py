@@ -34,9 +34,10 @@ from scipy import ndimage as ndi
 from skimage.measure import find_contours
 from tqdm.auto import tqdm
 
-from cellcount.counter import CELL_COLUMNS, Counter, CountResult
+from cellcount.counter import CELL_COLUMNS, DEFAULT_TILE_SIZE, Counter, CountResult
 from cellcount.data.io import IMAGE_SUFFIXES, DataError
 from cellcount.files import atomic_path, atomic_write_text, file_sha256, write_csv
+from cellcount.inference import PRECISIONS
 from cellcount.overlays import render_overlay, save_png
 from cellcount.pretrained import PRETRAINED, resolve_model
 
@@ -151,7 +152,7 @@ def run_key(options: argparse.Namespace, checkpoint_sha256: str) -> dict[str, An
     return {
         "checkpoint_sha256": checkpoint_sha256, "threshold": options.threshold,
         "channel": options.channel, "tta": options.tta, "cell_diameter": options.cell_diameter,
-        "per_cell": options.per_cell,
+        "precision": options.precision, "per_cell": options.per_cell,
         "rois": options.rois, "no_labels": options.no_labels, "no_overlays": options.no_overlays,
     }  # fmt: skip
 
@@ -173,6 +174,7 @@ def count_all(options: argparse.Namespace) -> int:
     counter = Counter.from_checkpoint(
         checkpoint, options.device, threshold=options.threshold, tile_size=options.tile_size,
         batch_size=options.batch_size, tta=options.tta, cell_diameter=options.cell_diameter,
+        precision=options.precision,
     )  # fmt: skip
     digest = file_sha256(checkpoint)
     model = {"cell_diameter": counter.cell_diameter, "model": str(counter.module.hparams["arch"]),
@@ -226,11 +228,15 @@ def build_parser() -> argparse.ArgumentParser:
                         help="channel holding the cells, for multi-channel images")  # fmt: skip
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
     parser.add_argument("--batch-size", type=int, default=1, help="tiles per forward pass")
-    parser.add_argument("--tile-size", type=int, default=2048,
-                        help="predict larger images tile by tile (px)")  # fmt: skip
+    parser.add_argument("--tile-size", type=int, default=DEFAULT_TILE_SIZE,
+                        help="largest tile side (px): larger images are predicted tile by "
+                             "tile; memory grows with it (default %(default)s)")  # fmt: skip
     parser.add_argument("--threshold", type=float, default=None,
                         help="probability threshold (default: the model's own)")  # fmt: skip
     parser.add_argument("--tta", action="store_true", help="average over flipped copies")
+    parser.add_argument("--precision", default="auto", choices=PRECISIONS,
+                        help="network arithmetic; auto (default): bf16 autocast where the "
+                             "CPU/GPU computes it natively, else fp32")  # fmt: skip
     parser.add_argument("--per-cell", action="store_true", help="write cells/<name>.csv")
     parser.add_argument("--rois", action="store_true", help="write ImageJ ROI zips")
     parser.add_argument("--no-labels", action="store_true", help="skip label TIFFs")

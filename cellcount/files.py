@@ -19,12 +19,21 @@ from typing import Any
 import numpy as np
 
 
+def _file_mode() -> int:
+    """Permissions of a new file as ``open()`` would make it: 0o666 minus the umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 @contextmanager
 def atomic_path(path: Path | str) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it onto ``path`` on success.
 
     The temporary file keeps the suffix of ``path`` so writers that pick a format
-    from the extension work. On any exception the temporary file is removed.
+    from the extension work. On any exception the temporary file is removed. The
+    final file gets the usual permissions (0o666 minus the umask), not the
+    owner-only mode of temporary files, so colleagues can read the results.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -35,6 +44,7 @@ def atomic_path(path: Path | str) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
+        tmp.chmod(_file_mode())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

@@ -7,14 +7,16 @@ output is cropped back to the original size.
 
 from __future__ import annotations
 
+import ctypes
+import os
 import pickle
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from cellcount.data.crops import pad_to_multiple
 from cellcount.module import CellSegModule
 
 
@@ -68,6 +70,51 @@ def load_module(path: Path | str, map_location: str | torch.device = "cpu") -> C
     return module.to(memory_format=torch.channels_last).eval()
 
 
+# glibc ``mallopt`` parameters (<malloc.h>). Its value is a C int, so the trim
+# threshold can be at most 2 GiB (the MALLOC_TRIM_THRESHOLD_ variable takes more).
+_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
+_TRIM_THRESHOLD = 2**31 - 1
+MALLOC_TUNING_ENV = "CELLCOUNT_MALLOC_TUNING"
+_USER_SETTINGS = ("MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_")
+
+
+def tune_allocator() -> bool:
+    """Let glibc reuse freed activation buffers instead of returning them (Linux only).
+
+    By default glibc serves every allocation above 32 MiB (each activation of a
+    large image or tile) with a fresh ``mmap`` and unmaps it when freed, so every
+    forward pass page-faults all its activations anew: ~45 % of fp32 CPU
+    inference time (BENCHMARKS.md section 4). With ``M_MMAP_MAX = 0`` (large
+    blocks come from the heap too) and ``M_TRIM_THRESHOLD`` = 2 GiB (the most
+    ``mallopt`` takes: the heap is shrunk only when that much is free at its
+    top), freed buffers are reused: same results, fp32 c-ResUnet inference of a
+    1600 x 1200 image ~1.7x faster. The cost is memory: the heap fragments and
+    keeps its peak resident (+0.4 GiB peak with 1280 px tiles, +0.8 GiB for a
+    whole 1600 x 1200 image).
+
+    A silent no-op when the C library is not glibc (macOS, musl), when
+    ``CELLCOUNT_MALLOC_TUNING=0``, or when the user configures these settings
+    (``MALLOC_MMAP_MAX_``, ``MALLOC_TRIM_THRESHOLD_``, ``MALLOC_MMAP_THRESHOLD_``
+    or ``glibc.malloc`` tunables): theirs win.
+
+    Returns:
+        whether the settings were applied.
+    """
+    if os.environ.get(MALLOC_TUNING_ENV, "1") == "0":
+        return False
+    if any(name in os.environ for name in _USER_SETTINGS):
+        return False
+    if "glibc.malloc." in os.environ.get("GLIBC_TUNABLES", ""):
+        return False
+    try:
+        if not os.confstr("CS_GNU_LIBC_VERSION"):
+            return False
+        mallopt = ctypes.CDLL(None).mallopt
+    except (AttributeError, OSError, ValueError):
+        return False
+    return bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD))
+
+
 # Receptive-field radius of c-ResUnet (measured: 94 px; the other paper nets: 62 px),
 # rounded up to the pooling multiple: tiles this far from a border predict exactly
 # what the whole image would.
@@ -80,12 +127,38 @@ def input_multiple(net: nn.Module) -> int:
     return int(getattr(inner, "input_multiple", 8))
 
 
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` computes bfloat16 natively (CPU: AVX512-BF16/AMX; CUDA: Ampere+)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``auto`` -> ``bf16`` where the device computes it natively, else ``fp32``.
+
+    bf16 counts within the project's tolerance of fp32 (|dF1| <= 0.005, MAE within
+    1 %; measured in BENCHMARKS.md section 8), so it is the default where it is fast.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision != "auto":
+        return precision
+    return "bf16" if native_bf16(device) else "fp32"
+
+
 @torch.inference_mode()
-def _forward(net: nn.Module, tiles: list[np.ndarray]) -> np.ndarray:
-    """Probabilities of equally sized RGB tiles: float (T, h, w, 3) -> float32 (T, h, w)."""
+def _forward(net: nn.Module, batch: np.ndarray, precision: str = "fp32") -> np.ndarray:
+    """Probabilities of a batch of RGB tiles: float32 (T, 3, h, w) -> float32 (T, h, w).
+
+    ``bf16`` runs the convolutions under bfloat16 autocast (weights stay float32).
+    """
     device = next(net.parameters()).device
-    batch = torch.from_numpy(np.ascontiguousarray(np.stack(tiles).transpose(0, 3, 1, 2)))
-    logits = net(batch.to(device, torch.float32))
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+        logits = net(torch.from_numpy(batch).to(device))
     return torch.sigmoid(logits[:, 0].float()).cpu().numpy()
 
 
@@ -103,6 +176,23 @@ def tile_starts(length: int, tile: int, margin: int, multiple: int) -> list[int]
     return [*starts, last]
 
 
+def tile_side(length: int, tile: int, margin: int, multiple: int) -> int:
+    """Smallest side <= ``tile`` (a multiple of ``multiple``) that covers ``[0, length)``
+    with as few tiles as side ``tile`` needs; ``length`` itself when one tile suffices.
+
+    Spreading the overlap evenly, rather than letting the last tile stick out,
+    predicts fewer pixels with less memory per tile (8000 px with tile 1536: six
+    tiles of 1496 px).
+    """
+    if length <= tile:
+        return length
+    count = len(tile_starts(length, tile, margin, multiple))
+    side = -(-(length + (count - 1) * 2 * margin) // (count * multiple)) * multiple
+    while len(tile_starts(length, side, margin, multiple)) > count:
+        side += multiple
+    return side
+
+
 def _keep(start: int, stop: int, length: int, margin: int) -> tuple[int, int]:
     """Part of a tile ``[start, stop)`` whose prediction is kept (margins dropped inside)."""
     return (start + margin if start > 0 else 0), (stop - margin if stop < length else length)
@@ -114,6 +204,7 @@ def predict_probabilities(
     tile_size: int | None = None,
     margin: int = DEFAULT_MARGIN,
     batch_size: int = 1,
+    precision: str = "fp32",
 ) -> np.ndarray:
     """Cell probability of every pixel of one image, whole or tile by tile.
 
@@ -121,67 +212,122 @@ def predict_probabilities(
     only away from its inner borders (``margin`` px), where it equals the
     whole-image prediction as long as ``margin`` covers the net's receptive
     field. The probabilities are stitched into one map, so post-processing sees
-    every cell once, whatever tile borders cross it. Memory stays bounded by the
-    tile size (plus the H x W output).
+    every cell once, whatever tile borders cross it.
+
+    The net sees the image reflected at the bottom/right to a multiple of its
+    input stride, then again to the extent of the tile grid; only the tiles
+    crossing that edge are padded, so the extra memory is bounded by the tile
+    size (plus the H x W output), and ``image`` may be a strided view.
 
     Args:
         net: a net or :class:`CellSegModule` returning logits (N, 1, H, W); it is
             run in eval mode and its previous mode is restored.
         image: float (H, W, 3) RGB in [0, 1], any H and W.
-        tile_size: tile side in px (rounded up to the net's multiple); None or
-            larger than the image: predict the whole image at once.
+        tile_size: largest tile side in px (rounded up to the net's multiple);
+            tiles are shrunk to the smallest side needing no more tiles (see
+            :func:`tile_side`). None or larger than the image: predict the whole
+            image at once.
         margin: px dropped at inner tile borders (overlap is twice this); at least
             the net's receptive-field radius for results equal to whole-image ones.
         batch_size: tiles per forward pass.
+        precision: ``fp32``, ``bf16`` autocast (faster on CPUs with native
+            bfloat16 and on GPUs; accuracy measured in BENCHMARKS.md section 8),
+            or ``auto`` (see :func:`resolve_precision`).
 
     Returns:
         float32 (H, W) probabilities in [0, 1].
     """
+    precision = resolve_precision(precision, next(net.parameters()).device)
     multiple = input_multiple(net)
-    padded, (height, width) = pad_to_multiple(image, multiple)
-    full_h, full_w = padded.shape[:2]
+    height, width = image.shape[:2]
+    full_h, full_w = height + -height % multiple, width + -width % multiple
     tile = -(-(tile_size or max(full_h, full_w)) // multiple) * multiple
     if tile - 2 * margin < multiple and tile < max(full_h, full_w):
         raise ValueError(
             f"tile_size {tile_size} must exceed 2 * margin ({2 * margin}) + {multiple}"
         )
-    tile_h, tile_w = min(tile, full_h), min(tile, full_w)
-    padded = _pad_to(padded, tile_starts(full_h, tile_h, margin, multiple)[-1] + tile_h,
-                     tile_starts(full_w, tile_w, margin, multiple)[-1] + tile_w)  # fmt: skip
+    side_h, side_w = (tile_side(full, tile, margin, multiple) for full in (full_h, full_w))
+    grid = _TileGrid(
+        tile_starts(full_h, side_h, margin, multiple),
+        tile_starts(full_w, side_w, margin, multiple),
+        (side_h, side_w),
+        margin,
+    )
     was_training = net.training
     net.eval()
     try:
-        out = _stitch(net, padded, (tile_h, tile_w), margin, multiple, batch_size)
+        return _stitch(net, image, grid, multiple, batch_size, precision)
     finally:
         net.train(was_training)
-    return out[:height, :width]
 
 
-def _pad_to(image: np.ndarray, height: int, width: int) -> np.ndarray:
-    extra = ((0, height - image.shape[0]), (0, width - image.shape[1]), (0, 0))
-    return np.pad(image, extra, mode="reflect") if any(e[1] for e in extra) else image
+@dataclass(frozen=True)
+class _TileGrid:
+    """Tile start rows and columns, tile (height, width) and kept-margin, in padded px."""
+
+    rows: list[int]
+    cols: list[int]
+    tile: tuple[int, int]
+    margin: int
+
+    @property
+    def extent(self) -> tuple[int, int]:
+        """(height, width) of the padded image the tiles cover."""
+        return self.rows[-1] + self.tile[0], self.cols[-1] + self.tile[1]
+
+
+def padded_index(length: int, multiple: int, extent: int) -> np.ndarray:
+    """Source index (int (extent,), in [0, length)) of each position of a padded axis.
+
+    Reflect ``length`` to a multiple of ``multiple``, then reflect that to
+    ``extent`` (>= the first padded length), as two ``np.pad(mode="reflect")``
+    calls at the bottom/right would.
+    """
+    first = np.pad(np.arange(length), (0, -length % multiple), mode="reflect")
+    return np.pad(first, (0, extent - first.size), mode="reflect")
+
+
+def _batch(
+    image: np.ndarray,
+    boxes: list[tuple[int, int]],
+    size: tuple[int, int],
+    index: tuple[np.ndarray, np.ndarray],
+) -> np.ndarray:
+    """float32 (T, 3, h, w) tiles of size (h, w) at padded (y, x) ``boxes``.
+
+    ``index`` maps padded rows and columns to the image's (:func:`padded_index`);
+    only tiles crossing the image's bottom/right edge need it.
+    """
+    batch = np.empty((len(boxes), image.shape[2], *size), np.float32)
+    for tile, (y, x) in zip(batch, boxes, strict=True):
+        rows, cols = slice(y, y + size[0]), slice(x, x + size[1])
+        if rows.stop <= image.shape[0] and cols.stop <= image.shape[1]:
+            tile[...] = image[rows, cols].transpose(2, 0, 1)
+        else:
+            tile[...] = image[np.ix_(index[0][rows], index[1][cols])].transpose(2, 0, 1)
+    return batch
 
 
 def _stitch(
     net: nn.Module,
     image: np.ndarray,
-    tile: tuple[int, int],
-    margin: int,
+    grid: _TileGrid,
     multiple: int,
     batch_size: int,
+    precision: str,
 ) -> np.ndarray:
+    """Predict every tile of ``grid`` and keep its inner part: float32 (H, W) in [0, 1]."""
     height, width = image.shape[:2]
+    extent_h, extent_w = grid.extent
+    index = (padded_index(height, multiple, extent_h), padded_index(width, multiple, extent_w))
     out = np.zeros((height, width), np.float32)
-    boxes = [
-        (y, x)
-        for y in tile_starts(height, tile[0], margin, multiple)
-        for x in tile_starts(width, tile[1], margin, multiple)
-    ]
+    boxes = [(y, x) for y in grid.rows for x in grid.cols]
     for first in range(0, len(boxes), batch_size):
         chunk = boxes[first : first + batch_size]
-        tiles = [image[y : y + tile[0], x : x + tile[1]].astype(np.float32) for y, x in chunk]
-        for (y, x), prob in zip(chunk, _forward(net, tiles), strict=True):
-            y0, y1 = _keep(y, y + tile[0], height, margin)
-            x0, x1 = _keep(x, x + tile[1], width, margin)
+        probs = _forward(net, _batch(image, chunk, grid.tile, index), precision)
+        for (y, x), prob in zip(chunk, probs, strict=True):
+            y0, y1 = _keep(y, y + grid.tile[0], extent_h, grid.margin)
+            x0, x1 = _keep(x, x + grid.tile[1], extent_w, grid.margin)
+            y1, x1 = min(y1, height), min(x1, width)
             out[y0:y1, x0:x1] = prob[y0 - y : y1 - y, x0 - x : x1 - x]
     return out

@@ -268,10 +268,12 @@ def find_markers(
         int32 (H, W) markers, 0 = none, 1..M.
     """
     dmax = ndi.maximum_filter(distance, size=params.max_filter_size, mode="constant")
-    masked = np.where(mask, dmax, 0.0)
-    window_max = ndi.maximum_filter(masked, size=params.peak_footprint, mode="constant")
     floor = float(dmax.min()) if floor is None else floor
-    peaks = mask & (masked == window_max) & (dmax > floor)
+    above_floor = dmax > floor
+    masked = dmax  # Dmax is masked in place: one full-size float array fewer
+    masked[~mask] = 0.0
+    window_max = ndi.maximum_filter(masked, size=params.peak_footprint, mode="constant")
+    peaks = mask & (masked == window_max) & above_floor
     # Label the peak blobs once, then drop the small ones and renumber the rest
     # (same result as remove_small_objects followed by label, one pass fewer).
     blobs, sizes = _component_sizes(peaks)
@@ -469,10 +471,14 @@ def _split_clusters(
 def _split(
     mask: np.ndarray, params: PostprocessParams, distance: np.ndarray, floor: float | None
 ) -> np.ndarray:
-    """Watershed labels (int32, unordered) of a bool mask and its distance transform."""
+    """Watershed labels (int32, unordered) of a bool mask and its distance transform.
+
+    ``distance`` (float, owned by the caller's temporaries) is negated in place
+    for the watershed, which saves a full-size copy.
+    """
     markers = find_markers(mask, distance, params, floor=floor)
     labels = watershed(
-        -distance,
+        np.negative(distance, out=distance),
         markers,
         mask=mask,
         compactness=params.compactness,
@@ -497,7 +503,10 @@ def postprocess(
         int32 (H, W) labels: 0 background, 1..K cells; K = ``labels.max()``.
     """
     params = params or PostprocessParams()
-    components, _ = _clean_components(binarize(prob, threshold), params)
+    binary = binarize(prob, threshold)
+    del prob  # frees the map from here on when the caller passed a temporary
+    components, _ = _clean_components(binary, params)
+    del binary
     return _split_components(components, params)
 
 

@@ -17,20 +17,28 @@ GROUPS = {
     if group.is_dir() and group.name != "hydra"
 }
 OPTIONS = [(group, option) for group, options in GROUPS.items() for option in options]
-NEEDS_ROOT = {("data", "fnc"), ("data", "folder")}
+# Options with required paths (``???``), and the override that gives them one.
+NEEDS_PATH = {
+    ("data", "fnc"): "data.root",
+    ("data", "folder"): "data.root",
+    ("data", "dsb"): "data.root",
+    ("data", "fluo_mix"): "data.extra_sources.0.root",
+}
+NETS = [option for option in GROUPS["model"] if option != "classical"]  # classical: no net
 
 
 @pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
 def test_every_option_composes_and_resolves(
     compose_train: Composer, tmp_path: Path, group: str, option: str
 ) -> None:
-    extra = [f"data.root={tmp_path}"] if (group, option) in NEEDS_ROOT else []
+    key = NEEDS_PATH.get((group, option))
+    extra = [f"{key}={tmp_path}"] if key else []
     cfg = compose_train(f"{group}={option}", *extra)
     OmegaConf.resolve(cfg)  # no missing values, no broken interpolations
     assert cfg.module.arch == cfg.model.arch
 
 
-@pytest.mark.parametrize("option", GROUPS["model"])
+@pytest.mark.parametrize("option", NETS)
 def test_every_model_instantiates(compose_train: Composer, option: str) -> None:
     cfg = compose_train(f"model={option}")
     module = instantiate(cfg.module)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import inspect
 import shutil
 import subprocess
 import sys
@@ -12,9 +13,11 @@ import numpy as np
 import pytest
 import tifffile
 from roifile import roiread
+from skimage.draw import disk
+from skimage.measure import regionprops_table
 
-from cellcount.count import COUNT_COLUMNS, collect_inputs, main
-from cellcount.counter import CELL_COLUMNS, Counter
+from cellcount.count import COUNT_COLUMNS, build_parser, collect_inputs, main
+from cellcount.counter import CELL_COLUMNS, DEFAULT_TILE_SIZE, Counter, cell_table
 from cellcount.data.io import DataError, read_image
 
 SHARED_YELLOW = Path(__file__).resolve().parents[2] / "shared" / "data" / "fnc_samples" / "yellow"
@@ -111,3 +114,25 @@ def test_collect_inputs_names_and_channels(tmp_path: Path) -> None:
         read_image(tmp_path / "a" / "x.tif")
     grey = read_image(tmp_path / "a" / "x.tif", channel=1)
     assert grey.shape == (32, 32, 3) and grey[10, 10, 0] == pytest.approx(1000 / 65535)
+
+
+def test_cell_table_equals_regionprops_on_the_grey_image() -> None:
+    rng = np.random.default_rng(0)
+    labels = np.zeros((200, 260), np.int32)
+    for label in range(1, 30):
+        centre = (rng.integers(0, 200), rng.integers(0, 260))
+        labels[disk(centre, rng.integers(2, 18), shape=labels.shape)] = label
+    labels = np.unique(labels, return_inverse=True)[1].reshape(labels.shape).astype(np.int32)
+    image = rng.random((200, 260, 3), dtype=np.float32)
+    keys = ("label", "centroid-0", "centroid-1", "area", "intensity_mean")
+    properties = ("label", "centroid", "area", "intensity_mean")
+    props = regionprops_table(labels, intensity_image=image.mean(axis=-1), properties=properties)
+    expected = [dict(zip(CELL_COLUMNS, map(float, row), strict=True))
+                for row in zip(*(props[key] for key in keys), strict=True)]  # fmt: skip
+    assert cell_table(labels, image) == expected  # exactly the same numbers
+    assert cell_table(np.zeros((5, 5), np.int32), image[:5, :5]) == []
+
+
+def test_cli_and_api_share_the_default_tile_size() -> None:
+    assert build_parser().get_default("tile_size") == DEFAULT_TILE_SIZE
+    assert inspect.signature(Counter).parameters["tile_size"].default == DEFAULT_TILE_SIZE

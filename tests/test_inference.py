@@ -1,14 +1,25 @@
-"""Full-image inference: padding to the net's multiple, and tiling equal to whole-image."""
+"""Full-image inference: padding to the net's multiple, tiling equal to whole-image,
+and the allocator tuning of the counting path."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from cellcount.inference import load_module, predict_probabilities, tile_starts
+from cellcount import inference
+from cellcount.inference import (
+    _keep,
+    load_module,
+    padded_index,
+    predict_probabilities,
+    tile_side,
+    tile_starts,
+    tune_allocator,
+)
 from cellcount.module import CellSegModule, save_checkpoint
 
 
@@ -60,3 +71,93 @@ def test_loaded_modules_run_channels_last_with_the_same_output(
     image = np.random.default_rng(2).random((64, 72, 3), dtype=np.float32)
     expected = predict_probabilities(module, image)
     assert np.abs(predict_probabilities(loaded, image) - expected).max() < 1e-5
+
+
+@pytest.mark.parametrize(("length", "multiple", "extent"), [(37, 8, 40), (37, 8, 64), (5, 8, 24),
+                                                            (1, 8, 16), (64, 8, 64)])  # fmt: skip
+def test_padded_index_is_a_reflection_to_the_multiple_then_to_the_extent(
+    length: int, multiple: int, extent: int
+) -> None:
+    image = np.random.default_rng(0).random((length, 3))
+    first = np.pad(image, ((0, -length % multiple), (0, 0)), mode="reflect")
+    expected = np.pad(first, ((0, extent - first.shape[0]), (0, 0)), mode="reflect")
+    np.testing.assert_array_equal(image[padded_index(length, multiple, extent)], expected)
+
+
+def test_untiled_prediction_is_the_net_on_the_reflected_image(module: CellSegModule) -> None:
+    image = np.random.default_rng(3).random((45, 70, 3), dtype=np.float32)
+    padded = np.pad(image, ((0, 3), (0, 2), (0, 0)), mode="reflect")
+    with torch.inference_mode():
+        logits = module(torch.from_numpy(padded.transpose(2, 0, 1).copy())[None])
+    expected = torch.sigmoid(logits[0, 0]).numpy()[:45, :70]
+    np.testing.assert_allclose(predict_probabilities(module, image), expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(401, 333), (203, 517), (260, 199)])
+@pytest.mark.parametrize("tile_size", [200, 264, 330])
+def test_tiles_crossing_odd_edges_predict_like_the_whole_image(
+    module: CellSegModule, shape: tuple[int, int], tile_size: int
+) -> None:
+    image = np.random.default_rng(4).random((*shape, 3), dtype=np.float32)
+    tiled = predict_probabilities(module, image, tile_size=tile_size, batch_size=2)
+    assert tiled.shape == shape and tiled.dtype == np.float32
+    assert np.abs(tiled - predict_probabilities(module, image)).max() < 1e-4
+
+
+def test_strided_views_predict_like_copies(module: CellSegModule) -> None:
+    view = np.random.default_rng(5).random((300, 250, 3), dtype=np.float32)[::-1, ::-1]
+    expected = predict_probabilities(module, np.ascontiguousarray(view), tile_size=200)
+    np.testing.assert_array_equal(predict_probabilities(module, view, tile_size=200), expected)
+
+
+def test_balanced_tiles_need_no_more_tiles_and_cover_the_image() -> None:
+    for tile in (200, 264, 1280, 2048):
+        for length in range(8, 9000, 56):
+            side = tile_side(length, tile, margin=96, multiple=8)
+            starts = tile_starts(length, side, margin=96, multiple=8)
+            assert side <= max(tile, length)
+            assert len(starts) <= len(tile_starts(length, min(tile, length), 96, 8))
+            kept_until = 0
+            for start in starts:  # every pixel is kept by some tile
+                kept_from, kept_to = _keep(start, start + side, starts[-1] + side, 96)
+                assert kept_from <= kept_until
+                kept_until = kept_to
+            assert kept_until >= length
+    assert tile_side(8000, 1280, margin=96, multiple=8) == 1168
+    assert tile_side(1200, 1280, margin=96, multiple=8) == 1200
+
+
+def test_allocator_tuning_is_a_safe_no_op_where_it_does_not_apply(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(inference.MALLOC_TUNING_ENV, "0")
+    assert tune_allocator() is False
+    monkeypatch.delenv(inference.MALLOC_TUNING_ENV)
+    monkeypatch.setenv("MALLOC_MMAP_MAX_", "0")  # the user's own settings win
+    assert tune_allocator() is False
+    monkeypatch.delenv("MALLOC_MMAP_MAX_")
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.trim_threshold=0")
+    assert tune_allocator() is False
+    monkeypatch.delenv("GLIBC_TUNABLES")
+
+    def no_glibc(name: str) -> str:
+        raise ValueError(f"unrecognized configuration name {name}")  # as on macOS
+
+    with monkeypatch.context() as patch:
+        patch.setattr(os, "confstr", no_glibc)
+        assert tune_allocator() is False
+    glibc = hasattr(os, "confstr") and "CS_GNU_LIBC_VERSION" in os.confstr_names
+    if glibc and os.confstr("CS_GNU_LIBC_VERSION"):
+        assert tune_allocator() is True
+        image = np.random.default_rng(6).random((64, 72, 3), dtype=np.float32)
+        assert predict_probabilities(torch.nn.Conv2d(3, 1, 1), image).shape == (64, 72)
+
+
+def test_auto_precision_follows_the_hardware() -> None:
+    from cellcount.inference import native_bf16, resolve_precision
+
+    cpu = torch.device("cpu")
+    assert resolve_precision("auto", cpu) == ("bf16" if native_bf16(cpu) else "fp32")
+    assert resolve_precision("fp32", cpu) == "fp32"
+    with pytest.raises(ValueError, match="precision must be one of"):
+        resolve_precision("fp16", cpu)

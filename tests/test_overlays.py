@@ -5,13 +5,19 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+import pytest
+from PIL import Image, ImageDraw, ImageFont
+from scipy import ndimage as ndi
+from skimage.draw import disk
+from skimage.segmentation import find_boundaries
 
+from cellcount import overlays
 from cellcount.overlays import (
     FN_COLOUR,
     FP_COLOUR,
     PRED_COLOUR,
     TRUE_COLOUR,
+    _boxes,
     render_overlay,
     save_png,
     stretch,
@@ -60,3 +66,63 @@ def test_numbers_and_saving(tmp_path: Path) -> None:
     save_png(numbered, tmp_path / "o.png")
     assert np.array_equal(np.asarray(Image.open(tmp_path / "o.png")), numbered)
     assert [p.name for p in tmp_path.iterdir()] == ["o.png"]
+
+
+def _exact_stretch(image: np.ndarray, percentile: float = 99.5) -> np.ndarray:
+    top = float(np.percentile(image, percentile))
+    return (np.clip(image / top, 0, 1) * 255).astype(np.uint8)
+
+
+def test_stretch_uses_a_subsample_only_for_large_images(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(0)
+    image = ndi.gaussian_filter(rng.gamma(2.0, 0.05, (300, 400, 3)), (2, 2, 0)).astype(np.float32)
+    monkeypatch.setattr(overlays, "_BAND_PIXELS", 5000)  # many bands
+    np.testing.assert_array_equal(stretch(image), _exact_stretch(image))
+    monkeypatch.setattr(overlays, "_SAMPLE_PIXELS", 10_000)  # every 4th row and column
+    diff = np.abs(stretch(image).astype(int) - _exact_stretch(image))
+    assert diff.max() <= 2 and diff.mean() < 0.5
+
+
+def _scene(shape: tuple[int, int], seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Dim image, predicted and true labels with discs also across the borders."""
+    rng = np.random.default_rng(seed)
+    pred, true = np.zeros(shape, np.int32), np.zeros(shape, np.int32)
+    for label in range(1, 40):
+        centre = (rng.integers(-5, shape[0] + 5), rng.integers(-5, shape[1] + 5))
+        rows, cols = disk(centre, rng.integers(3, 25), shape=shape)
+        pred[rows, cols] = label
+        true[np.minimum(rows + 4, shape[0] - 1), cols] = label
+    pred = np.unique(pred, return_inverse=True)[1].reshape(shape).astype(np.int32)
+    return rng.random((*shape, 3), dtype=np.float32) * 0.2, pred, true
+
+
+def _whole_image_overlay(
+    image: np.ndarray, pred: np.ndarray, true: np.ndarray, fps: list[int], fns: list[int]
+) -> np.ndarray:
+    """The overlay drawn on the whole image at once with Pillow (the reference)."""
+    canvas = stretch(image)
+    mode = "thick" if max(pred.shape) >= 1000 else "inner"
+    canvas[find_boundaries(true, mode=mode)] = TRUE_COLOUR
+    canvas[find_boundaries(pred, mode=mode)] = PRED_COLOUR
+    picture = Image.fromarray(canvas)
+    draw = ImageDraw.Draw(picture)
+    for box in _boxes(pred, fps):
+        draw.rectangle(box, outline=FP_COLOUR, width=2)
+    for box in _boxes(true, fns):
+        draw.rectangle(box, outline=FN_COLOUR, width=2)
+    font = ImageFont.load_default(size=max(10, max(pred.shape) // 80))
+    centres = ndi.center_of_mass(pred > 0, pred, range(1, int(pred.max()) + 1))
+    for label, (row, col) in enumerate(centres, start=1):
+        draw.text((col + 8, row - 8), str(label), fill=PRED_COLOUR, font=font)
+    return np.asarray(picture)
+
+
+@pytest.mark.parametrize(("shape", "seed"), [((120, 150), 1), ((1100, 700), 2)])
+def test_banded_and_patched_drawing_equals_whole_image_drawing(
+    monkeypatch: pytest.MonkeyPatch, shape: tuple[int, int], seed: int
+) -> None:
+    monkeypatch.setattr(overlays, "_BAND_PIXELS", 3000)  # bands of a few rows
+    image, pred, true = _scene(shape, seed)
+    fps, fns = list(range(1, int(pred.max()) + 1, 3)), list(range(2, int(true.max()) + 1, 4))
+    got = render_overlay(image, pred, true, fps, fns, numbers=True)
+    np.testing.assert_array_equal(got, _whole_image_overlay(image, pred, true, fps, fns))

@@ -1,0 +1,69 @@
+"""Shipped models: names resolve to files in the package, float16 files load and count."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from cellcount.count import main
+from cellcount.counter import Counter
+from cellcount.inference import load_module, predict_probabilities
+from cellcount.postprocess import PostprocessParams
+from cellcount.pretrained import PRETRAINED, pretrained_path, resolve_model, save_pretrained
+
+
+def test_names_resolve_to_shipped_files_and_paths_pass_through() -> None:
+    path = resolve_model("pretrained")
+    assert path == pretrained_path("pretrained") and path.is_file()
+    assert path.stat().st_size < 8e6  # "a few MB"
+    assert resolve_model("runs/x/best.ckpt") == Path("runs/x/best.ckpt")
+
+
+def test_unknown_name_lists_the_known_ones() -> None:
+    with pytest.raises(KeyError, match="available: " + ", ".join(PRETRAINED)):
+        pretrained_path("resnet-imagenet")
+
+
+def test_float16_file_is_half_the_size_and_predicts_the_same(tiny_run: Path,
+                                                             tmp_path: Path) -> None:  # fmt: skip
+    original = tiny_run / "checkpoints" / "best.ckpt"
+    module = load_module(original)
+    shipped = save_pretrained(module, tmp_path / "model.ckpt")
+    state = torch.load(shipped, weights_only=True)["state_dict"]
+    assert all(v.dtype != torch.float32 for k, v in state.items() if v.ndim > 0)
+    reloaded = load_module(shipped)
+    assert float(reloaded.threshold) == float(module.threshold)
+    image = np.random.default_rng(1).random((64, 96, 3), dtype=np.float32)
+    with torch.inference_mode():
+        expected = predict_probabilities(module, image)
+        got = predict_probabilities(reloaded, image)
+    assert np.abs(got - expected).max() < 5e-3
+
+
+def test_cell_diameter_rescales_the_image_to_the_model_cell_size(tiny_run: Path) -> None:
+    counter = Counter.from_checkpoint(tiny_run / "checkpoints" / "best.ckpt", "cpu",
+                                      cell_diameter=50.0)  # model: 25 px cells  # fmt: skip
+    seen: list[tuple[int, ...]] = []
+    counter.module.net.register_forward_hook(lambda _m, args, _o: seen.append(args[0].shape))
+    result = counter.count(np.random.default_rng(2).random((128, 192, 3), dtype=np.float32))
+    assert seen[0][-2:] == (64, 96)  # predicted at half size
+    assert result.labels.shape == (128, 192)  # counted at full size
+    assert counter.params == PostprocessParams.from_cell_diameter(50.0)
+
+
+def test_count_cli_with_the_pretrained_model(tiny_synthetic: Path, tmp_path: Path) -> None:
+    image = tiny_synthetic / "images" / "synth_0000.png"
+    out = tmp_path / "out"
+    assert main([str(image), "--model", "pretrained", "--out", str(out), "--quiet"]) == 0
+    with (out / "counts.csv").open() as handle:
+        [row] = list(csv.DictReader(handle))
+    assert row["model"] == "c_resunet" and not row["error"] and int(row["count"]) >= 0
+    assert (
+        float(row["cell_diameter"])
+        == load_module(pretrained_path("pretrained")).hparams["cell_diameter"]
+    )
+    assert (out / "overlays" / "synth_0000.png").exists()

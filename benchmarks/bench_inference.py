@@ -16,7 +16,6 @@ import json
 import os
 import subprocess
 import sys
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -78,11 +77,8 @@ def padded_shape(height: int, width: int, multiple: int = 8) -> tuple[int, int]:
 
 
 def _predict(net: nn.Module, image: np.ndarray, bf16: bool = False) -> np.ndarray:
-    context: AbstractContextManager[object] = (
-        torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else nullcontext()
-    )
-    with torch.inference_mode(), context:
-        return predict_probabilities(net, image)
+    with torch.inference_mode():
+        return predict_probabilities(net, image, precision="bf16" if bf16 else "fp32")
 
 
 def _time(net: nn.Module, image: np.ndarray, plan: Plan) -> Stats:

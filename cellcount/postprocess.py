@@ -471,14 +471,10 @@ def _split_clusters(
 def _split(
     mask: np.ndarray, params: PostprocessParams, distance: np.ndarray, floor: float | None
 ) -> np.ndarray:
-    """Watershed labels (int32, unordered) of a bool mask and its distance transform.
-
-    ``distance`` (float, owned by the caller's temporaries) is negated in place
-    for the watershed, which saves a full-size copy.
-    """
+    """Watershed labels (int32, unordered) of a bool mask and its distance transform."""
     markers = find_markers(mask, distance, params, floor=floor)
     labels = watershed(
-        np.negative(distance, out=distance),
+        -distance,
         markers,
         mask=mask,
         compactness=params.compactness,

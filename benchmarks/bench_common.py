@@ -20,8 +20,11 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-REAL_IMAGES = Path("/work/shared/data/fnc_samples/yellow/images")
-REAL_MASKS = Path("/work/shared/data/fnc_samples/yellow/masks")
+SHARED_DATA = REPO.parent / "shared" / "data"  # the project's real images (see its README)
+DSB_ROOT = SHARED_DATA / "dsb2018_stage1_train_fluo"
+FNC_YELLOW = SHARED_DATA / "fnc_samples" / "yellow"
+REAL_IMAGES = FNC_YELLOW / "images"
+REAL_MASKS = FNC_YELLOW / "masks"
 
 # A spread (max - min) above this fraction of the median is flagged as noisy.
 NOISY_SPREAD = 0.15
@@ -256,7 +259,9 @@ PACKAGES = (
     "pytorch-lightning",
     "torchmetrics",
     "pillow",
+    "opencv-python-headless",
     "tifffile",
+    "onnxruntime",
 )
 
 

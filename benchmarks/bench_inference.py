@@ -1,12 +1,19 @@
 """Section 4: model-only inference time per image for each paper architecture.
 
-The main table runs in the harness process, with the package as it is. The
-variant table (c_resunet in fp32, channels-last, bf16) runs in two fresh child
-processes (``python -m benchmarks.bench_inference JSON``): one with glibc's
-default allocator settings and one with ``MALLOC_MMAP_MAX_=0`` and a huge
-``MALLOC_TRIM_THRESHOLD_``, which keep freed activation buffers in the heap for
-reuse instead of returning them to the kernel (every large tensor is otherwise
-a fresh ``mmap`` whose pages fault in, zero-filled, on first touch).
+The main table runs in the harness process the way counting runs the nets:
+channels-last, glibc's allocator tuned (:func:`cellcount.allocator.tune_allocator`),
+``torch.inference_mode``, in fp32 and under bf16 autocast; each figure is set
+against the matmul peak of the same precision (section 3).
+
+The option table (c_resunet) shows what each option gave, from the
+straightforward fp32 forward up, in two fresh child processes
+(``python -m benchmarks.bench_inference JSON``): one with glibc's default
+allocator settings and one with ``MALLOC_MMAP_MAX_=0`` and a huge
+``MALLOC_TRIM_THRESHOLD_`` (the environment form of what ``tune_allocator``
+sets), which keep freed activation buffers in the heap for reuse instead of
+returning them to the kernel (every large tensor is otherwise a fresh ``mmap``
+whose pages fault in, zero-filled, on first touch). The tuned child also tries
+one thread, ``torch.compile`` and ONNX Runtime.
 """
 
 from __future__ import annotations
@@ -16,6 +23,9 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -33,21 +43,30 @@ from benchmarks.bench_common import (
     fmt_bytes,
     fmt_ratio,
     fmt_stats,
+    fmt_time,
     measure,
     peak_rss,
     progress,
     table,
 )
+from cellcount.allocator import tune_allocator
 from cellcount.data.io import read_image
 from cellcount.inference import predict_probabilities
 from cellcount.nets import build_net
 
 PAPER_ARCHS = ("c_resunet", "resunet", "small_unet", "unet")
+PRECISIONS = ("fp32", "bf16")  # the main table: what `--precision fp32|bf16` runs
 TUNED_MALLOC = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(64 * 2**30)}
-VARIANTS = (  # (name, channels_last, bf16)
-    ("fp32", False, False),
-    ("fp32 channels_last", True, False),
-    ("bf16 autocast + channels_last", True, True),
+# Option rows: (name, what the package does with it). Both children run the first three.
+BASIC_OPTIONS = (
+    ("fp32", "—"),
+    ("fp32 channels_last", "on (checkpoints load channels-last)"),
+    ("bf16 autocast + channels_last", "on where bf16 is native (`--precision auto`)"),
+)
+EXTRA_OPTIONS = (
+    ("bf16 autocast + channels_last, 1 thread", "off: torch uses all cores"),
+    ("bf16 autocast + channels_last, torch.compile", "off: compiling costs more than it saves"),
+    ("fp32, ONNX Runtime (`cellcount export`)", "off: slower than torch here"),
 )
 
 
@@ -76,18 +95,19 @@ def padded_shape(height: int, width: int, multiple: int = 8) -> tuple[int, int]:
     return -(-height // multiple) * multiple, -(-width // multiple) * multiple
 
 
-def _predict(net: nn.Module, image: np.ndarray, bf16: bool = False) -> np.ndarray:
+def _predict(net: nn.Module, image: np.ndarray, precision: str = "fp32") -> np.ndarray:
     with torch.inference_mode():
-        return predict_probabilities(net, image, precision="bf16" if bf16 else "fp32")
+        return predict_probabilities(net, image, precision=precision)
 
 
-def _time(net: nn.Module, image: np.ndarray, plan: Plan) -> Stats:
+def _time(net: nn.Module, image: np.ndarray, plan: Plan, precision: str) -> Stats:
+    run = partial(_predict, net, image, precision)
     if plan.warmup_side < 1.0:
         side_h = max(64, int(image.shape[0] * plan.warmup_side) // 8 * 8)
         side_w = max(64, int(image.shape[1] * plan.warmup_side) // 8 * 8)
-        _predict(net, image[:side_h, :side_w])
-        return measure(partial(_predict, net, image), plan.repeats, warmup=0)
-    return measure(partial(_predict, net, image), plan.repeats, warmup=1)
+        _predict(net, image[:side_h, :side_w], precision)
+        return measure(run, plan.repeats, warmup=0)
+    return measure(run, plan.repeats, warmup=1)
 
 
 def _cpu_columns(stats: Stats) -> list[str]:
@@ -99,25 +119,85 @@ def _cpu_columns(stats: Stats) -> list[str]:
     ]
 
 
-# -- child: c_resunet variants in a fresh process ------------------------------------------
+# -- child: c_resunet options in a fresh process ---------------------------------------------
+def _one_thread(run: Callable[[], np.ndarray]) -> Callable[[], np.ndarray]:
+    def call() -> np.ndarray:
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return run()
+        finally:
+            torch.set_num_threads(threads)
+
+    return call
+
+
+def _compiled(net: nn.Module, image: np.ndarray) -> Callable[[], np.ndarray]:
+    """bf16 channels-last c_resunet through ``torch.compile`` (inductor, weights frozen)."""
+    import torch._inductor.config as inductor
+
+    inductor.freezing = True  # constant-folds the eval-mode weights (and batch norms)
+    compiled = torch.compile(net)
+    return partial(_predict, compiled, image, "bf16")
+
+
+def _onnx_runtime(net: nn.Module, image: np.ndarray, folder: Path) -> Callable[[], np.ndarray]:
+    """``net`` exported by ``cellcount export`` and run by ONNX Runtime (CPU, fp32)."""
+    import onnxruntime as ort
+
+    from cellcount.export import export_model
+    from cellcount.module import CellSegModule, save_checkpoint
+
+    module = CellSegModule(arch="c_resunet")
+    module.net.load_state_dict(net.state_dict())
+    exported = export_model(save_checkpoint(module, folder / "m.ckpt"), "onnx", folder / "m.onnx")
+    session = ort.InferenceSession(str(exported), providers=["CPUExecutionProvider"])
+    feed = {session.get_inputs()[0].name: image.transpose(2, 0, 1)[None].copy()}
+    return lambda: np.asarray(session.run(None, feed)[0])[0, 0]
+
+
+def _option_runs(
+    net: nn.Module, image: np.ndarray, extras: bool, folder: Path
+) -> dict[str, Callable[[], Callable[[], np.ndarray]]]:
+    """Option name -> set-up (timed separately) returning the call to time."""
+    last = copy.deepcopy(net).to(memory_format=torch.channels_last)
+    runs: dict[str, Callable[[], Callable[[], np.ndarray]]] = {
+        "fp32": lambda: partial(_predict, net, image),
+        "fp32 channels_last": lambda: partial(_predict, last, image),
+        "bf16 autocast + channels_last": lambda: partial(_predict, last, image, "bf16"),
+    }
+    if extras:
+        runs[EXTRA_OPTIONS[0][0]] = lambda: _one_thread(partial(_predict, last, image, "bf16"))
+        runs[EXTRA_OPTIONS[1][0]] = lambda: _compiled(copy.deepcopy(last), image)
+        runs[EXTRA_OPTIONS[2][0]] = lambda: _onnx_runtime(net, image, folder)
+    return runs
+
+
 def _child(job: dict[str, Any]) -> dict[str, Any]:
     image = read_image(job["image"])
     torch.manual_seed(0)
     net = build_net("c_resunet").eval()
-    last = copy.deepcopy(net).to(memory_format=torch.channels_last)
     reference = _predict(net, image)  # also a warm-up of the process
     out: dict[str, Any] = {}
-    for name, channels_last, bf16 in VARIANTS:
-        model = last if channels_last else net
-        warm = _predict(model, image, bf16)  # the warm-up call, also the output compared
-        stats = measure(partial(_predict, model, image, bf16), job["repeats"], warmup=0)
-        out[name] = {
-            "seconds": stats.samples,
-            "user": stats.user,
-            "system": stats.system,
-            "faults": stats.faults,
-            "max_abs_diff": float(np.abs(warm - reference).max()),
-        }
+    with tempfile.TemporaryDirectory(prefix="cellcount-bench-opt-") as scratch:
+        for name, make in _option_runs(net, image, job["extras"], Path(scratch)).items():
+            start = time.perf_counter()
+            try:
+                run = make()
+                warm = run()  # the warm-up call (compiles, for torch.compile), also compared
+            except Exception as err:  # an option this machine cannot run is reported, not fatal
+                out[name] = {"error": f"{type(err).__name__}: {str(err)[:300]}"}
+                continue
+            setup = time.perf_counter() - start
+            stats = measure(run, job["repeats"], warmup=0)
+            out[name] = {
+                "seconds": stats.samples,
+                "user": stats.user,
+                "system": stats.system,
+                "faults": stats.faults,
+                "setup_s": setup,
+                "max_abs_diff": float(np.abs(warm - reference).max()),
+            }
     out["peak_rss"] = peak_rss()
     return out
 
@@ -127,7 +207,7 @@ def _spawn(image: Path, repeats: int, tuned: bool) -> dict[str, Any]:
     if not tuned:
         for key in TUNED_MALLOC:
             env.pop(key, None)
-    job = json.dumps({"image": str(image), "repeats": repeats})
+    job = json.dumps({"image": str(image), "repeats": repeats, "extras": tuned})
     done = subprocess.run(
         [sys.executable, "-m", "benchmarks.bench_inference", job],
         cwd=REPO,
@@ -143,51 +223,74 @@ def _spawn(image: Path, repeats: int, tuned: bool) -> dict[str, Any]:
     return result
 
 
-def _variant_table(
+def _option_row(
+    name: str, allocator: str, info: dict[str, Any], stats: Stats, speedup: float,
+    gflop: float, peak: float,
+) -> list[object]:  # fmt: skip
+    rate = stats.rate(gflop).median
+    precision = "bf16" if name.startswith("bf16") else "fp32"
+    return [
+        f"{name}, {allocator} malloc",
+        f"**{fmt_stats(stats)}**",
+        stats.n,
+        fmt_ratio(speedup),
+        f"{rate:,.1f}",
+        f"{rate / peak:.0%} of {precision}",
+        *_cpu_columns(stats),
+        fmt_time(info["setup_s"]),
+        f"{info['max_abs_diff']:.1e}",
+    ]
+
+
+def _option_table(
     image: Path, repeats: int, gflop: float, peaks: dict[str, Stats], data: dict[str, Any]
 ) -> tuple[str, bool]:
     rows: list[list[object]] = []
     noisy = False
     base: float | None = None
+    defaults = dict(BASIC_OPTIONS + EXTRA_OPTIONS)
+    rss = {}
     for tuned in (False, True):
         allocator = "tuned" if tuned else "default"
         result = _spawn(image, repeats, tuned)
-        data[f"variants_{allocator}_malloc"] = result
-        for name, _, bf16 in VARIANTS:
-            info = result[name]
+        data[f"options_{allocator}_malloc"] = result
+        rss[allocator] = fmt_bytes(result["peak_rss"])
+        for name, info in result.items():
+            if name == "peak_rss":
+                continue
+            package = defaults[name] if tuned or name == "fp32" else "—"
+            if "error" in info:
+                rows.append([f"{name}, {allocator} malloc", f"failed: {info['error']}",
+                             *["—"] * 9, package])  # fmt: skip
+                continue
             stats = Stats(info["seconds"], 1, "", info["user"], info["system"], info["faults"])
-            noisy |= stats.noisy
             base = stats.median if base is None else base
-            rate = stats.rate(gflop).median
-            peak = peaks["bf16" if bf16 else "fp32"].median
-            rows.append(
-                [
-                    f"{name}, {allocator} malloc",
-                    f"**{fmt_stats(stats)}**",
-                    stats.n,
-                    fmt_ratio(base / stats.median),
-                    f"{rate:,.1f}",
-                    f"{rate / peak:.0%} of {'bf16' if bf16 else 'fp32'}",
-                    *_cpu_columns(stats),
-                    f"{info['max_abs_diff']:.1e}",
-                    fmt_bytes(result["peak_rss"]),
-                ]
-            )
-            progress(f"inference c_resunet {name}, {allocator} malloc: {stats.median:.2f} s/image")
+            peak = peaks["bf16" if name.startswith("bf16") else "fp32"].median
+            row = _option_row(name, allocator, info, stats, base / stats.median, gflop, peak)
+            rows.append([*row, package])
+            noisy |= stats.noisy
+            progress(f"inference c_resunet {name}, {allocator} malloc: {stats.median:.2f} s")
     text = (
-        "\n\nFor information (possible product changes), c_resunet in two fresh child "
-        "processes of this run, same weights (seed 0) and image: as above (fp32), with the "
-        "net converted to channels-last memory format (`net.to(memory_format="
-        "torch.channels_last)`, input left NCHW), and that under `torch.autocast('cpu', "
-        "dtype=torch.bfloat16)`; first with glibc's default allocator, then with "
-        "`MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=68719476736` in the environment (freed "
-        "activation buffers stay in the heap and are reused, so no page faults after the "
-        f"warm-up). One warm-up call, then {repeats} timed calls each. Speed-up is vs the "
-        "first row; the max |probability difference| is vs each process's own fp32 output "
-        "(untrained weights); the peak RSS is that child's whole-process high-water mark.\n\n"
+        "\n\n**What each option gave** (c_resunet, same weights (seed 0) and image, in two "
+        "fresh child processes of this run): the straightforward fp32 forward (first row), "
+        "then the net converted to channels-last memory format (`net.to(memory_format="
+        "torch.channels_last)`), then that under `torch.autocast('cpu', dtype=torch.bfloat16)`"
+        "; first with glibc's default allocator, then with `MALLOC_MMAP_MAX_=0 "
+        "MALLOC_TRIM_THRESHOLD_=68719476736` in the environment (what `tune_allocator` sets "
+        "at run time: freed activation buffers stay in the heap and are reused, so no page "
+        "faults after the warm-up). The tuned process also runs the bf16 row on one thread "
+        "(`torch.set_num_threads(1)`), through `torch.compile` (inductor, "
+        "`torch._inductor.config.freezing = True`), and the fp32 net exported by "
+        "`cellcount export --format onnx` in ONNX Runtime's CPU provider (default threads). "
+        f"One warm-up call, then {repeats} timed calls each; *set-up* is the option's "
+        "preparation plus its warm-up call (compilation, export, first oneDNN kernels). "
+        "Speed-up is vs the first row; the max |probability difference| is vs the process's "
+        "own fp32 output (untrained weights); *in cellcount* says whether the package uses "
+        f"the option by default. Peak RSS of the children: {rss['default']} (default "
+        f"malloc), {rss['tuned']} (tuned, including the compile and ONNX rows).\n\n"
         + table(
             [
-                "c_resunet variant",
+                "c_resunet option",
                 "s per image, median (min–max)",
                 "runs",
                 "speed-up",
@@ -196,8 +299,9 @@ def _variant_table(
                 "CPU/wall",
                 "kernel share",
                 "page faults",
+                "set-up",
                 "max abs prob diff",
-                "peak RSS",
+                "in cellcount",
             ],
             rows,
         )
@@ -205,84 +309,92 @@ def _variant_table(
     return text, noisy
 
 
-def run(
-    image_path: Path, plans: list[Plan], peaks: dict[str, Stats], variant_repeats: int
-) -> tuple[Section, dict[str, Stats]]:
-    """Time each plan in process; ``variant_repeats`` > 0 adds the c_resunet variant table."""
-    image = read_image(image_path)
-    height, width = image.shape[:2]
-    full_h, full_w = padded_shape(height, width)
-    fp32_peak = peaks["fp32"].median
+# -- the section ------------------------------------------------------------------------------
+def _arch_rows(
+    plan: Plan, image: np.ndarray, shape: tuple[int, int], peaks: dict[str, Stats]
+) -> tuple[list[list[object]], dict[str, Any], bool]:
+    torch.manual_seed(0)
+    net = build_net(plan.arch).eval().to(memory_format=torch.channels_last)
+    params = sum(p.numel() for p in net.parameters())
+    gflop = count_flops(net, *shape) / 1e9
     rows: list[list[object]] = []
-    data: dict[str, Any] = {}
-    times: dict[str, Stats] = {}
+    data: dict[str, Any] = {"gflop": gflop, "params": params}
     noisy = False
-    for plan in plans:
-        torch.manual_seed(0)
-        net = build_net(plan.arch).eval()
-        params = sum(p.numel() for p in net.parameters())
-        gflop = count_flops(net, full_h, full_w) / 1e9
-        seconds = _time(net, image, plan)
-        del net
-        times[plan.arch] = seconds
+    for precision in PRECISIONS:
+        seconds = _time(net, image, plan, precision)
+        rate = seconds.rate(gflop).median
+        fraction = rate / peaks[precision].median
         noisy |= seconds.noisy
-        rate = seconds.rate(gflop)
         rows.append(
             [
                 f"`{plan.arch}`",
+                precision,
                 f"{params / 1e6:.2f} M",
                 f"{gflop:,.0f}",
                 "1 at half size" if plan.warmup_side < 1.0 else "1",
                 seconds.n,
                 f"**{fmt_stats(seconds)}**",
-                f"{rate.median:,.1f}",
-                f"{rate.median / fp32_peak:.0%}",
+                f"{rate:,.1f}",
+                f"**{fraction:.0%}**",
                 *_cpu_columns(seconds),
             ]
         )
-        data[plan.arch] = {
-            "seconds": seconds.samples,
-            "gflop": gflop,
-            "params": params,
-            "fraction": rate.median / fp32_peak,
-            "user": seconds.user,
-            "system": seconds.system,
-            "faults": seconds.faults,
-        }
-        progress(f"inference {plan.arch}: {seconds.median:.2f} s/image, {rate.median:.1f} GFLOP/s")
+        data[precision] = {"seconds": seconds.samples, "fraction": fraction, "rate": rate}
+        progress(f"inference {plan.arch} {precision}: {seconds.median:.2f} s, {rate:.1f} GFLOP/s")
+    return rows, data, noisy
+
+
+def run(
+    image_path: Path, plans: list[Plan], peaks: dict[str, Stats], option_repeats: int
+) -> Section:
+    """Time each plan in process; ``option_repeats`` > 0 adds the c_resunet option table."""
+    tune_allocator()  # as counting does (a Counter would set it on creation)
+    image = read_image(image_path)
+    height, width = image.shape[:2]
+    shape = padded_shape(height, width)
+    rows: list[list[object]] = []
+    data: dict[str, Any] = {}
+    noisy = False
+    for plan in plans:
+        arch_rows, data[plan.arch], arch_noisy = _arch_rows(plan, image, shape, peaks)
+        rows += arch_rows
+        noisy |= arch_noisy
     extra = ""
-    if variant_repeats and "c_resunet" in data:
-        extra, variants_noisy = _variant_table(
-            image_path, variant_repeats, data["c_resunet"]["gflop"], peaks, data
+    if option_repeats and "c_resunet" in data:
+        extra, options_noisy = _option_table(
+            image_path, option_repeats, data["c_resunet"]["gflop"], peaks, data
         )
-        noisy |= variants_noisy
+        noisy |= options_noisy
     body = (
-        f"`predict_probabilities(net, image)` on one preloaded float32 {width}x{height} real "
-        f"image (net input {full_w}x{full_h}), whole image at once (batch 1), "
-        "`torch.inference_mode()`, CPU, fp32, untrained weights (`torch.manual_seed(0)`; "
-        "time does not depend on the values), in the harness process. GFLOP per image = "
-        "convolution and matmul FLOPs of one forward (2 per multiply-add), counted once "
-        "with `torch.utils.flop_counter.FlopCounterMode` on a `meta`-device copy; GFLOP/s "
-        "= that / the median time; *of fp32 matmul peak* divides by the fp32 matmul median "
-        f"of section 3 ({fp32_peak:,.1f} GFLOP/s). Warm-up is one untimed call of the same "
-        "size, except *half size* (unet: one call on a crop of half the side; the only "
-        "per-shape start-up cost is creating the oneDNN kernels, small next to a forward of "
-        "tens of seconds). *CPU/wall* = process CPU time (user + kernel) / wall time, i.e. "
-        "busy cores (2.00 = both cores of this machine; lower means waiting, e.g. for a "
-        "core taken by another process); *kernel share* = the part of that CPU time spent "
-        "in the kernel, nearly all of it serving the *page faults* (minor, per image) of "
-        "freshly allocated activation buffers. `smp_unet` is registered too but is not a "
-        "paper net.\n\n"
+        f"`predict_probabilities(net, image, precision=p)` on one preloaded float32 "
+        f"{width}x{height} real image (net input {shape[1]}x{shape[0]}), whole image at once "
+        "(batch 1), `torch.inference_mode()`, CPU, as counting runs it: net in channels-last "
+        "memory format, glibc allocator tuned (`cellcount.allocator.tune_allocator`), fp32 "
+        "or bf16 autocast (`--precision auto` picks bf16 on this CPU). Untrained weights "
+        "(`torch.manual_seed(0)`; time does not depend on the values), in the harness "
+        "process. GFLOP per image = convolution and matmul FLOPs of one forward (2 per "
+        "multiply-add), counted once with `torch.utils.flop_counter.FlopCounterMode` on a "
+        "`meta`-device copy; GFLOP/s = that / the median time; *of matmul peak* divides by "
+        "the matmul median of the same precision in section 3 "
+        f"(fp32 {peaks['fp32'].median:,.1f}, bf16 {peaks['bf16'].median:,.1f} GFLOP/s). "
+        "Warm-up is one untimed call of the same size, except *half size* (unet: one call "
+        "on a crop of half the side; the only per-shape start-up cost is creating the "
+        "oneDNN kernels, small next to a forward of seconds). *CPU/wall* = process CPU time "
+        "(user + kernel) / wall time, i.e. busy cores (2.00 = both cores of this machine); "
+        "*kernel share* = the part of that CPU time spent in the kernel, nearly all of it "
+        "serving the *page faults* (minor, per image) of freshly allocated activation "
+        "buffers. `smp_unet` is registered too but is not a paper net.\n\n"
         + table(
             [
                 "architecture",
+                "precision",
                 "params",
                 "GFLOP / image",
                 "warm-up",
                 "runs",
                 "s per image, median (min–max)",
                 "GFLOP/s",
-                "of fp32 matmul peak",
+                "of matmul peak",
                 "CPU/wall",
                 "kernel share",
                 "page faults",
@@ -292,7 +404,7 @@ def run(
         + extra
     )
     title = f"4. Inference per {width}x{height} image (model only, CPU)"
-    return Section(title, body, data, noisy), times
+    return Section(title, body, data, noisy)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ so every child of the (multi-GB) harness process would report the harness's peak
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import os
@@ -52,51 +51,22 @@ def tiled_image(source: Path, height: int, width: int, out: Path) -> Path:
 def _child(job: dict[str, Any]) -> dict[str, Any]:
     start = time.perf_counter()
     import cellcount.count as count_cli
-    from cellcount.inference import MALLOC_TUNING_ENV
+    from cellcount.allocator import MALLOC_TUNING_ENV
 
     baseline = peak_rss()
     if job.get("malloc_defaults"):
         os.environ[MALLOC_TUNING_ENV] = "0"  # the Counter then leaves glibc's malloc as is
-    if job["mode"] == "cli":
-        argv = [
-            job["image"],
-            "--ckpt",
-            job["ckpt"],
-            "--out",
-            job["out"],
-            "--device",
-            "cpu",
-            "--quiet",
-            "--tile-size",
-            str(job["tile_size"]),
-        ]
-        status = count_cli.main(argv)
-        with (Path(job["out"]) / "counts.csv").open(newline="") as handle:
-            rows = list(csv.DictReader(handle))
-        count = rows[0]["count"] if rows else "?"
-        extra: dict[str, Any] = {"status": status, "count": count}
-    else:  # downstream: post-processing + table + writes on a tiled true-mask map
-        from benchmarks.bench_postprocess import probability_map
-        from cellcount.counter import CountResult, cell_table
-        from cellcount.data.io import read_array, read_image
-        from cellcount.postprocess import postprocess
-
-        image = read_image(job["image"])
-        truth = read_array(Path(job["mask"])) != 0
-        truth = truth if truth.ndim == 2 else truth[..., 0]
-        reps = (-(-image.shape[0] // truth.shape[0]), -(-image.shape[1] // truth.shape[1]))
-        truth = np.tile(truth, reps)[: image.shape[0], : image.shape[1]]
-        labels = postprocess(probability_map(truth), 0.5)
-        del truth
-        result = CountResult(int(labels.max()), labels, cell_table(labels, image), 0.5, image)
-        options = argparse.Namespace(no_labels=False, no_overlays=False, per_cell=False, rois=False)
-        count_cli.write_outputs(result, "large", Path(job["out"]), options)
-        extra = {"status": 0, "count": result.count}
+    argv = [job["image"], "--model", job["model"], "--out", job["out"], "--device", "cpu",
+            "--quiet", "--tile-size", str(job["tile_size"])]  # fmt: skip
+    status = count_cli.main(argv)
+    with (Path(job["out"]) / "counts.csv").open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
     return {
         "baseline_rss": baseline,
         "peak_rss": peak_rss(),
         "seconds": time.perf_counter() - start,
-        **extra,
+        "status": status,
+        "count": rows[0]["count"] if rows else "?",
     }
 
 
@@ -116,58 +86,56 @@ def _spawn(job: dict[str, Any], timeout: float) -> dict[str, Any]:
 
 
 # -- parent side ------------------------------------------------------------------------
-def run(
-    image: Path,
-    mask: Path,
-    checkpoint: Path,
-    large_side: int,
-    large_tile: int,
-    include_large: bool,
-) -> Section:
+def _cases(
+    image: Path, folder: Path, large_side: int, large_tiles: tuple[int, ...], include_large: bool
+) -> list[tuple[str, dict[str, Any], bool]]:
+    """(row name, child job, is the target row) for each case."""
     from cellcount.counter import DEFAULT_TILE_SIZE
     from cellcount.data.io import read_array
-    from cellcount.inference import MALLOC_TUNING_ENV
 
     height, width = read_array(image).shape[:2]
+    real = {"image": str(image), "tile_size": DEFAULT_TILE_SIZE}
+    cases = [
+        (f"count {width}x{height} (real image)", real, False),
+        (f"count {width}x{height}, glibc malloc defaults", {**real, "malloc_defaults": True},
+         False),
+    ]  # fmt: skip
+    if not include_large:
+        return cases
+    big = str(tiled_image(image, large_side, large_side, folder / "large.tif"))
+    side = f"{large_side}x{large_side}"
+    for tile in large_tiles:
+        large = {"image": big, "tile_size": tile}
+        default = tile == DEFAULT_TILE_SIZE
+        name = f"count {side} (real image tiled), --tile-size {tile}{' (default)' * default}"
+        cases.append((name, large, default))
+        if default:
+            cases.append((f"{name}, glibc malloc defaults", {**large, "malloc_defaults": True},
+                          False))  # fmt: skip
+    return cases
+
+
+def run(
+    image: Path, model: str, large_side: int, large_tiles: tuple[int, ...], include_large: bool
+) -> Section:
+    """Peak RSS of counting ``image`` and a ``large_side`` square tiling of it with ``model``."""
+    from cellcount.allocator import MALLOC_TUNING_ENV
+    from cellcount.counter import DEFAULT_TILE_SIZE
+
     rows = []
     data: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="cellcount-bench-mem-") as scratch:
         folder = Path(scratch)
-        real = {"mode": "cli", "image": str(image), "tile_size": DEFAULT_TILE_SIZE}
-        cases: list[tuple[str, dict[str, Any], bool]] = [
-            (f"count {width}x{height} (real image)", real, False),
-            (f"count {width}x{height}, glibc malloc defaults", {**real, "malloc_defaults": True},
-             False),
-        ]  # fmt: skip
-        if include_large:
-            big = tiled_image(image, large_side, large_side, folder / "large.tif")
-            side = f"{large_side}x{large_side}"
-            large = {"mode": "cli", "image": str(big), "tile_size": large_tile}
-            cases.append((f"count {side} (real image tiled, tile {large_tile})", large, True))
-            cases.append(
-                (
-                    f"count {side}, tile {large_tile}, glibc malloc defaults",
-                    {**large, "malloc_defaults": True},
-                    False,
-                )
-            )
-            cases.append(
-                (
-                    f"downstream only, {side}, true cells",
-                    {"mode": "downstream", "image": str(big), "mask": str(mask)},
-                    False,
-                )
-            )
-        for index, (name, job, is_large) in enumerate(cases):
-            job.update(ckpt=str(checkpoint), out=str(folder / f"out{index}"))
+        cases = _cases(image, folder, large_side, large_tiles, include_large)
+        for index, (name, job, is_target) in enumerate(cases):
+            job.update(model=model, out=str(folder / f"out{index}"))
             result = _spawn(job, timeout=3600)
             data[name] = result
-            if is_large:
-                data["large_peak_rss"] = result["peak_rss"]
             target = ""
-            if is_large and large_side == 8000:
+            if is_target:
+                data["large_peak_rss"] = result["peak_rss"]
                 ok = result["peak_rss"] < TARGET_LARGE_BYTES
-                target = f" — target < 4 GB: {'met' if ok else 'NOT met'}"
+                target = f" — target < 4 GB: {'met' if ok else 'NOT met'}" * (large_side == 8000)
             rows.append(
                 [
                     name,
@@ -185,21 +153,18 @@ def run(
         "Each row is one fresh `python -m benchmarks.bench_memory` process; the peak is "
         "its own resident-set high-water mark at exit (`VmHWM` in `/proc/self/status`; "
         "psutil is not installed, and `ru_maxrss` is unusable here because Linux folds the "
-        "parent's peak into a child's at exec). *count* rows run "
-        "the counting CLI in that process (`cellcount.count.main`: read, tiled predict with "
-        "the untrained c_resunet on CPU, post-process, cell table, label TIFF + overlay PNG), "
-        f"with `--tile-size` {DEFAULT_TILE_SIZE} (the CLI default; tiles are balanced, "
-        "`cellcount.inference.tile_side`) unless the row says otherwise, and glibc's malloc "
-        "tuned as the `Counter` does (`cellcount.inference.tune_allocator`: no mmap, no trim "
-        "below 2 GiB; faster inference, larger peak); *glibc malloc defaults* rows run with "
-        f"`{MALLOC_TUNING_ENV}=0`. "
-        "*after imports* is the peak before any work (interpreter, torch, cellcount). The "
-        "untrained model finds few cells, so the *downstream only* row repeats post-"
-        "processing + cell table + writes on a map made from the true mask tiled the same "
-        "way (hundreds of real cells), without the net; a trained model's peak is about the "
-        "larger of the two large rows. One run each (a peak, not a timing); the time "
-        "column includes process start, imports and, for large images, the whole tiled "
-        "inference.\n\n"
+        "parent's peak into a child's at exec). Each runs the counting CLI in that process "
+        f"(`cellcount.count.main([image, --model {model}, --tile-size S, ...])`: read, "
+        "predict (bf16 auto), post-process, cell table, label TIFF + overlay PNG) on CPU, "
+        f"with `--tile-size` {DEFAULT_TILE_SIZE} (the default) unless the row says "
+        "otherwise, and glibc's malloc tuned as the `Counter` does "
+        "(`cellcount.allocator.tune_allocator`: no mmap, no trim below 2 GiB; faster "
+        "inference, larger peak); *glibc malloc defaults* rows run with "
+        f"`{MALLOC_TUNING_ENV}=0`. The large image is the real one repeated to "
+        f"{large_side}x{large_side} (an uncompressed TIFF), so it holds real cells. "
+        "*after imports* is the peak before any work (interpreter, torch, cellcount). One "
+        "run each (a peak, not a timing); the time column includes process start, imports "
+        "and, for large images, the whole tiled inference.\n\n"
         + table(
             ["case", "peak RSS", "after imports", "peak - imports", "process wall time", "cells"],
             rows,

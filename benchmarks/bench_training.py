@@ -147,7 +147,10 @@ def run(
     devices: list[tuple[torch.device, tuple[Variant, ...]]] | None = None,
 ) -> Section:
     """Time a training step of every plan's net in every variant (CPU, and GPU if any)."""
+    from cellcount.allocator import tune_allocator
     from cellcount.config import cpu_precision
+
+    tune_allocator()  # as `cellcount.train` does
 
     rows: list[list[object]] = []
     data: dict[str, Any] = {"crop": crop, "batch_size": batch_size, "cpu": {}, "cuda": {}}
@@ -231,7 +234,9 @@ def run(
         "(lr 1e-3), BatchNorm in training mode, the loss read back each step as Lightning "
         "does. A fresh net per row (seed 0, so every variant starts from the same weights "
         "and data) and fresh Adam; untimed warm-up steps first, then timed steps, all rows "
-        "of an architecture back to back in the harness process. *crops/s* = batch size / "
+        "of an architecture back to back in the harness process, with glibc's allocator "
+        "tuned as `cellcount.train` does (`cellcount.allocator.tune_allocator`; it made a "
+        "c_resunet bf16 step ~1.25x faster in a separate check). *crops/s* = batch size / "
         "seconds per step, median (min–max) over the timed steps; *speed-up* is vs the "
         "fp32 NCHW row of the same architecture and device; *CPU/wall* = busy cores; "
         "*first loss* is the loss of the first warm-up step (same weights and batch in "

@@ -18,14 +18,13 @@ from pathlib import Path
 import numpy as np
 from skimage.transform import rescale
 
-from benchmarks.bench_common import REPO
+from benchmarks.bench_common import FNC_YELLOW, REPO
 from cellcount.counter import Counter
 from cellcount.data.io import image_files, read_mask
 from cellcount.files import atomic_write_text
 from cellcount.overlays import render_overlay, save_png
 from cellcount.scoring import score_image
 
-FNC_YELLOW = REPO.parent / "shared" / "data" / "fnc_samples" / "yellow"
 RESULTS = REPO / "benchmarks" / "results"
 FNC_CELL_DIAMETER = 40.0
 PAPER_RADIUS = 50.0

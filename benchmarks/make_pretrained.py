@@ -17,8 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from benchmarks.bench_common import REPO
-from benchmarks.real_data import DSB_ROOT
+from benchmarks.bench_common import DSB_ROOT, REPO
 from cellcount.data.splits import Split
 from cellcount.files import atomic_write_text
 from cellcount.inference import load_module

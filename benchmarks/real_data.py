@@ -23,10 +23,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from benchmarks.bench_common import REPO
+from benchmarks.bench_common import DSB_ROOT, REPO
 from cellcount.report import write_report
 
-DSB_ROOT = REPO.parent / "shared" / "data" / "dsb2018_stage1_train_fluo"
 BASELINE = "classical"
 
 

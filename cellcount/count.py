@@ -228,9 +228,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="channel holding the cells, for multi-channel images")  # fmt: skip
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
     parser.add_argument("--batch-size", type=int, default=1, help="tiles per forward pass")
-    parser.add_argument("--tile-size", type=int, default=DEFAULT_TILE_SIZE,
-                        help="largest tile side (px): larger images are predicted tile by "
-                             "tile; memory grows with it (default %(default)s)")  # fmt: skip
+    parser.add_argument("--tile-size", type=int, default=DEFAULT_TILE_SIZE, metavar="SIZE",
+                        help="tile budget (px): images of up to SIZE x SIZE pixels are "
+                             "predicted whole, larger ones in tiles of side <= SIZE; memory "
+                             "grows with it (default %(default)s)")  # fmt: skip
     parser.add_argument("--threshold", type=float, default=None,
                         help="probability threshold (default: the model's own)")  # fmt: skip
     parser.add_argument("--tta", action="store_true", help="average over flipped copies")

@@ -16,25 +16,25 @@ from scipy import ndimage as ndi
 from skimage.measure import regionprops_table
 from skimage.transform import rescale, resize
 
+from cellcount.allocator import tune_allocator
 from cellcount.data.io import read_image
 from cellcount.inference import (
     load_module,
     predict_probabilities,
     resolve_device,
     resolve_precision,
-    tune_allocator,
 )
 from cellcount.module import CellSegModule
 from cellcount.postprocess import PostprocessParams, postprocess
 from cellcount.pretrained import resolve_model
 
 CELL_COLUMNS = ("id", "centroid_y", "centroid_x", "area", "mean_intensity")
-# Largest tile side (px) for counting. Tiles are balanced (see tile_side): a
-# 1600 x 1200 image is two 1200 x 896 tiles, an 8000 x 8000 one 8 x 8 tiles of
-# 1168 px. c-ResUnet's activations take ~0.6 KB per tile px (more with
-# tune_allocator); counting an 8000 x 8000 image peaks at ~3.5 GB with this
-# default and at ~4.3 GB with 2048 px tiles (measured on CPU).
-DEFAULT_TILE_SIZE = 1280
+# Tile budget for counting (px; see predict_probabilities): an image of up to
+# 1600 x 1600 px, e.g. a 1600 x 1200 FNC image, is predicted in one forward pass
+# (tiling it would predict ~12 % more pixels for the overlaps); an 8000 x 8000
+# one in 6 x 6 balanced tiles of 1496 px. Peak memory of counting at this
+# default: BENCHMARKS.md section 6 (under 4 GB for 8000 x 8000 on CPU).
+DEFAULT_TILE_SIZE = 1600
 
 
 @dataclass
@@ -68,7 +68,8 @@ class Counter:
     Args:
         module: a trained :class:`CellSegModule`.
         threshold: probability threshold; None uses the one stored in the model.
-        tile_size: largest tile side (px); larger images are predicted tile by tile.
+        tile_size: tile budget (px): images of up to ``tile_size ** 2`` px are predicted
+            whole, larger ones in tiles of side <= ``tile_size``.
         batch_size: tiles per forward pass.
         tta: average the probabilities over horizontal/vertical flips.
         cell_diameter: typical cell diameter (px) in the images to count; None:
@@ -81,7 +82,7 @@ class Counter:
 
     Creating a Counter lets glibc's allocator keep freed memory for reuse, which
     makes CPU inference faster at some memory cost
-    (:func:`cellcount.inference.tune_allocator`; ``CELLCOUNT_MALLOC_TUNING=0``
+    (:func:`cellcount.allocator.tune_allocator`; ``CELLCOUNT_MALLOC_TUNING=0``
     keeps glibc's defaults; no effect on other systems).
     """
 

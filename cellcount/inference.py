@@ -7,8 +7,6 @@ output is cropped back to the original size.
 
 from __future__ import annotations
 
-import ctypes
-import os
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,51 +66,6 @@ def load_module(path: Path | str, map_location: str | torch.device = "cpu") -> C
     # channels-last convolutions are ~1.5x faster on CPU (BENCHMARKS.md section 4) and
     # give the same probabilities to ~1e-6.
     return module.to(memory_format=torch.channels_last).eval()
-
-
-# glibc ``mallopt`` parameters (<malloc.h>). Its value is a C int, so the trim
-# threshold can be at most 2 GiB (the MALLOC_TRIM_THRESHOLD_ variable takes more).
-_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
-_TRIM_THRESHOLD = 2**31 - 1
-MALLOC_TUNING_ENV = "CELLCOUNT_MALLOC_TUNING"
-_USER_SETTINGS = ("MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_")
-
-
-def tune_allocator() -> bool:
-    """Let glibc reuse freed activation buffers instead of returning them (Linux only).
-
-    By default glibc serves every allocation above 32 MiB (each activation of a
-    large image or tile) with a fresh ``mmap`` and unmaps it when freed, so every
-    forward pass page-faults all its activations anew: ~45 % of fp32 CPU
-    inference time (BENCHMARKS.md section 4). With ``M_MMAP_MAX = 0`` (large
-    blocks come from the heap too) and ``M_TRIM_THRESHOLD`` = 2 GiB (the most
-    ``mallopt`` takes: the heap is shrunk only when that much is free at its
-    top), freed buffers are reused: same results, fp32 c-ResUnet inference of a
-    1600 x 1200 image ~1.7x faster. The cost is memory: the heap fragments and
-    keeps its peak resident (+0.4 GiB peak with 1280 px tiles, +0.8 GiB for a
-    whole 1600 x 1200 image).
-
-    A silent no-op when the C library is not glibc (macOS, musl), when
-    ``CELLCOUNT_MALLOC_TUNING=0``, or when the user configures these settings
-    (``MALLOC_MMAP_MAX_``, ``MALLOC_TRIM_THRESHOLD_``, ``MALLOC_MMAP_THRESHOLD_``
-    or ``glibc.malloc`` tunables): theirs win.
-
-    Returns:
-        whether the settings were applied.
-    """
-    if os.environ.get(MALLOC_TUNING_ENV, "1") == "0":
-        return False
-    if any(name in os.environ for name in _USER_SETTINGS):
-        return False
-    if "glibc.malloc." in os.environ.get("GLIBC_TUNABLES", ""):
-        return False
-    try:
-        if not os.confstr("CS_GNU_LIBC_VERSION"):
-            return False
-        mallopt = ctypes.CDLL(None).mallopt
-    except (AttributeError, OSError, ValueError):
-        return False
-    return bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD))
 
 
 # Receptive-field radius of c-ResUnet (measured: 94 px; the other paper nets: 62 px),
@@ -223,10 +176,12 @@ def predict_probabilities(
         net: a net or :class:`CellSegModule` returning logits (N, 1, H, W); it is
             run in eval mode and its previous mode is restored.
         image: float (H, W, 3) RGB in [0, 1], any H and W.
-        tile_size: largest tile side in px (rounded up to the net's multiple);
-            tiles are shrunk to the smallest side needing no more tiles (see
-            :func:`tile_side`). None or larger than the image: predict the whole
-            image at once.
+        tile_size: tile budget in px (rounded up to the net's multiple). An image
+            of at most ``tile_size ** 2`` pixels (after padding to the multiple) is
+            predicted whole, so the budget bounds the pixels per forward pass, not
+            the shape; a larger one in tiles of side <= ``tile_size``, shrunk to
+            the smallest side needing no more tiles (see :func:`tile_side`). None:
+            predict the whole image at once.
         margin: px dropped at inner tile borders (overlap is twice this); at least
             the net's receptive-field radius for results equal to whole-image ones.
         batch_size: tiles per forward pass.
@@ -242,7 +197,9 @@ def predict_probabilities(
     height, width = image.shape[:2]
     full_h, full_w = height + -height % multiple, width + -width % multiple
     tile = -(-(tile_size or max(full_h, full_w)) // multiple) * multiple
-    if tile - 2 * margin < multiple and tile < max(full_h, full_w):
+    if full_h * full_w <= tile * tile:  # as many pixels as one square tile: predict it whole
+        tile = max(full_h, full_w)
+    elif tile - 2 * margin < multiple:
         raise ValueError(
             f"tile_size {tile_size} must exceed 2 * margin ({2 * margin}) + {multiple}"
         )

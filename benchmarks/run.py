@@ -13,7 +13,8 @@ run. Sections (each in ``benchmarks/bench_*.py``):
 2. post-processing + matching at 10, 100 and 1000 cells;
 3. fp32 and bf16 matmul GFLOP/s (the machine's practical peak);
 4. model-only inference per image for the paper nets in fp32 and bf16, as GFLOP/s and a
-   fraction of 3, and what each speed option gave;
+   fraction of 3, and what each speed option gave; on a CUDA device also images/s at
+   batch 1 and at the best batch;
 5. end-to-end counting of real images (Counter API stages, and the CLI per net);
 6. peak resident memory of counting a 1600x1200 and an 8000x8000 image;
 7. training throughput (512x512 crops/s) of the paper nets in fp32, channels-last
@@ -43,6 +44,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks import (
+    bench_batched_inference,
     bench_counting,
     bench_inference,
     bench_machine,
@@ -464,7 +466,9 @@ def main(argv: list[str] | None = None) -> int:
             return section
 
         def section_4() -> Section:
-            return bench_inference.run(images[0], list(config.plans), peaks, config.option_repeats)
+            plans = list(config.plans)
+            section = bench_inference.run(images[0], plans, peaks, config.option_repeats)
+            return bench_batched_inference.add_accelerator_rows(section, plans, images[0])
 
         jobs: dict[str, Callable[[], Section]] = {
             "1": lambda: bench_weight_maps.run(

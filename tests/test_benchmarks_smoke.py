@@ -1,4 +1,5 @@
-"""Smoke tests of the benchmark sections 7 (training throughput) and 8 (bf16 accuracy).
+"""Smoke tests of benchmark parts: batched inference (section 4 on a GPU), training
+throughput (7) and bf16 accuracy (8).
 
 Tiny sizes only: they check that the sections run and report, not the figures.
 """
@@ -14,7 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
-from benchmarks import bench_precision, bench_training
+from benchmarks import bench_batched_inference, bench_precision, bench_training
 from benchmarks.bench_common import Section
 from benchmarks.bench_inference import Plan
 from benchmarks.run import FULL, QUICK, SECTIONS, summary
@@ -139,3 +140,28 @@ def test_harness_knows_sections_7_and_8(
     text = summary(sections, FULL)
     assert "c_resunet training" not in text  # only small_unet ran
     assert "bf16 inference within tolerance" in text
+
+
+def test_batched_inference_reports_batch_one_and_the_best_batch() -> None:
+    image = np.random.default_rng(0).random((32, 48, 3), dtype=np.float32)
+    plans = [Plan("small_unet", 1)]
+    text, data = bench_batched_inference.run(
+        plans, image, torch.device("cpu"), {"small_unet": 1.0}, {"fp32": None}, (1, 2), 1
+    )
+    sweep = data["small_unet"]["fp32"]
+    assert set(sweep) == {"1", "2"} and all(s[0] > 0 for s in sweep.values())
+    best = min(sweep, key=lambda batch: sweep[batch][0])
+    assert f"| `small_unet` | fp32 | **{1 / sweep['1'][0]:,.1f}** | {best} |" in text
+
+
+def test_batch_sweep_stops_at_the_first_batch_that_does_not_fit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def fake(net: object, image: object, batch: int, dtype: object, repeats: int) -> object:
+        if batch > 2:
+            raise torch.OutOfMemoryError("out of memory")
+        return bench_batched_inference.Stats([1.0 / batch])
+
+    monkeypatch.setattr(bench_batched_inference, "seconds_per_image", fake)
+    sweep = bench_batched_inference.batch_sweep(None, torch.zeros(1), None, (1, 2, 4, 8), 1)  # type: ignore[arg-type]
+    assert list(sweep) == [1, 2]

@@ -6,6 +6,7 @@ after warm-up calls; tables print its median and its min-max spread.
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import resource
@@ -25,6 +26,8 @@ DSB_ROOT = SHARED_DATA / "dsb2018_stage1_train_fluo"
 FNC_YELLOW = SHARED_DATA / "fnc_samples" / "yellow"
 REAL_IMAGES = FNC_YELLOW / "images"
 REAL_MASKS = FNC_YELLOW / "masks"
+FNC_CELL_DIAMETER = 40.0  # px: the FNC neurons (the paper)
+FNC_RADIUS = 50.0  # px: the paper's matching radius for them
 
 # A spread (max - min) above this fraction of the median is flagged as noisy.
 NOISY_SPREAD = 0.15
@@ -143,6 +146,29 @@ def peak_rss() -> int:
     except OSError:
         pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def run_child(
+    module: str, job: dict[str, Any], timeout: float, env: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """Run ``python -m MODULE JOB_JSON`` in the repo; return the JSON of its last stdout line.
+
+    Raises:
+        RuntimeError: the child failed (its stderr's end is in the message).
+    """
+    done = subprocess.run(
+        [sys.executable, "-m", module, json.dumps(job)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"{module} child failed ({done.returncode}): {done.stderr[-2000:]}")
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
 
 
 def timed(function: Callable[[], object]) -> tuple[object, float]:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -37,7 +36,6 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from benchmarks.bench_common import (
-    REPO,
     Section,
     Stats,
     fmt_bytes,
@@ -47,6 +45,7 @@ from benchmarks.bench_common import (
     measure,
     peak_rss,
     progress,
+    run_child,
     table,
 )
 from cellcount.allocator import tune_allocator
@@ -210,20 +209,8 @@ def _spawn(image: Path, repeats: int, tuned: bool) -> dict[str, Any]:
     if not tuned:
         for key in TUNED_MALLOC:
             env.pop(key, None)
-    job = json.dumps({"image": str(image), "repeats": repeats, "extras": tuned})
-    done = subprocess.run(
-        [sys.executable, "-m", "benchmarks.bench_inference", job],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=1800,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"inference child failed ({done.returncode}): {done.stderr[-2000:]}")
-    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    return result
+    job = {"image": str(image), "repeats": repeats, "extras": tuned}
+    return run_child("benchmarks.bench_inference", job, timeout=1800, env=env)
 
 
 def _option_row(

@@ -13,7 +13,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -23,12 +22,12 @@ from typing import Any
 import numpy as np
 
 from benchmarks.bench_common import (
-    REPO,
     Section,
     fmt_bytes,
     fmt_time,
     peak_rss,
     progress,
+    run_child,
     table,
 )
 
@@ -68,21 +67,6 @@ def _child(job: dict[str, Any]) -> dict[str, Any]:
         "status": status,
         "count": rows[0]["count"] if rows else "?",
     }
-
-
-def _spawn(job: dict[str, Any], timeout: float) -> dict[str, Any]:
-    done = subprocess.run(
-        [sys.executable, "-m", "benchmarks.bench_memory", json.dumps(job)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"memory child failed ({done.returncode}): {done.stderr[-2000:]}")
-    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    return result
 
 
 # -- parent side ------------------------------------------------------------------------
@@ -129,7 +113,7 @@ def run(
         cases = _cases(image, folder, large_side, large_tiles, include_large)
         for index, (name, job, is_target) in enumerate(cases):
             job.update(model=model, out=str(folder / f"out{index}"))
-            result = _spawn(job, timeout=3600)
+            result = run_child("benchmarks.bench_memory", job, timeout=3600)
             data[name] = result
             target = ""
             if is_target:

@@ -26,7 +26,17 @@ from typing import Any, cast
 
 import numpy as np
 
-from benchmarks.bench_common import DSB_ROOT, FNC_YELLOW, REPO, Section, fmt_time, progress, table
+from benchmarks.bench_common import (
+    DSB_ROOT,
+    FNC_CELL_DIAMETER,
+    FNC_RADIUS,
+    FNC_YELLOW,
+    REPO,
+    Section,
+    fmt_time,
+    progress,
+    table,
+)
 from cellcount.counter import Counter
 from cellcount.data.io import Sample, find_samples, load_pair
 from cellcount.metrics import ImageMatch, summarize
@@ -34,8 +44,6 @@ from cellcount.pretrained import PRETRAINED, pretrained_path
 from cellcount.scoring import score_image
 
 DSB_RADIUS = 17.5  # px: 1.25 x the 14 px DSB nuclei diameter (conf/data/dsb.yaml)
-FNC_RADIUS = 50.0  # px: the paper's rule for 40 px neurons
-FNC_CELL_DIAMETER = 40.0
 PRECISIONS = ("fp32", "bf16")
 MAX_DELTA_F1 = 0.005  # absolute
 MAX_DELTA_MAE = 0.01  # fraction of the fp32 MAE

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from skimage.transform import rescale
 
-from benchmarks.bench_common import FNC_YELLOW, REPO
+from benchmarks.bench_common import FNC_CELL_DIAMETER, FNC_RADIUS, FNC_YELLOW, REPO
 from cellcount.counter import Counter
 from cellcount.data.io import image_files, read_mask
 from cellcount.files import atomic_write_text
@@ -26,8 +26,6 @@ from cellcount.overlays import render_overlay, save_png
 from cellcount.scoring import score_image
 
 RESULTS = REPO / "benchmarks" / "results"
-FNC_CELL_DIAMETER = 40.0
-PAPER_RADIUS = 50.0
 
 
 def count_samples(counter: Counter, folder: Path, picture_of: str, picture: Path) -> list[str]:
@@ -35,7 +33,7 @@ def count_samples(counter: Counter, folder: Path, picture_of: str, picture: Path
     rows = []
     for path in image_files(folder / "images"):
         result = counter.count(path)
-        score = score_image(result.labels, read_mask(folder / "masks" / path.name), PAPER_RADIUS)
+        score = score_image(result.labels, read_mask(folder / "masks" / path.name), FNC_RADIUS)
         match = score.match
         cells = [match.n_true, match.n_pred, f"{match.n_pred - match.n_true:+d}"]
         cells += [match.tp, match.fp, match.fn]

@@ -70,6 +70,7 @@ from benchmarks.bench_common import (
 )
 from benchmarks.bench_inference import PAPER_ARCHS, Plan
 from cellcount.counter import DEFAULT_TILE_SIZE
+from cellcount.files import atomic_write_text
 
 
 @dataclass(frozen=True)
@@ -425,18 +426,6 @@ def render(
     return "\n".join(lines).rstrip() + "\n"
 
 
-def write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 # -- the run -------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
@@ -518,10 +507,10 @@ def main(argv: list[str] | None = None) -> int:
 
     elapsed = time.perf_counter() - start
     out = Path(args.out)
-    write_atomic(out, render(sections, failures, config, elapsed, loads))
+    atomic_write_text(out, render(sections, failures, config, elapsed, loads))
     if args.json:
         raw = {key: section.data for key, section in sections.items()}
-        write_atomic(Path(args.json), json.dumps(raw, indent=1, default=_plain))
+        atomic_write_text(Path(args.json), json.dumps(raw, indent=1, default=_plain))
     progress(f"wrote {out} ({elapsed / 60:.1f} min)")
     return 1 if failures else 0
 

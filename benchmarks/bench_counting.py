@@ -20,13 +20,14 @@ from typing import Any
 
 import torch
 
-import cellcount.count as count_cli
+import cellcount.cli.count as count_cli
 from benchmarks.bench_common import Section, Stats, fmt_stats, fmt_time, progress, table
 from cellcount.counter import DEFAULT_TILE_SIZE, Counter, cell_table
 from cellcount.data.io import read_image, read_labels
-from cellcount.module import CellSegModule, save_checkpoint
-from cellcount.overlays import render_overlay, save_png
-from cellcount.postprocess import postprocess
+from cellcount.evaluation.overlays import render_overlay, save_png
+from cellcount.evaluation.postprocess import postprocess
+from cellcount.inference.checkpoints import save_checkpoint
+from cellcount.training.module import CellSegModule
 
 TARGET_SECONDS = 1.2  # per 1600x1200 image, end to end
 # The untrained c_resunet map is noise around 0.58 (1st-99th percentile 0.12-0.90).
@@ -198,7 +199,7 @@ def run(images: list[Path], repeats: int, cases: Sequence[CliCase]) -> Section:
         + table(["stage", "median (min–max)"], breakdown)
         + "\n\nThe counting CLI, in-process `cellcount.count.main([folder, --model M, --out "
         "DIR, --quiet, ...])` on the folder of real images (default device: CPU here). *Per "
-        "image* = each image's read + count + writes (timed by wrapping `cellcount.count."
+        "image* = each image's read + count + writes (timed by wrapping `cellcount.cli.count."
         "_count_one`); *wall / image* = the whole call (checkpoint load and hash, CSV) "
         "divided by the images. Models are warm from the rows above and section 4 (same "
         "process; run alone, the first image of each also creates its oneDNN kernels). "

@@ -1,7 +1,7 @@
 """Section 4: model-only inference time per image for each paper architecture.
 
 The main table runs in the harness process the way counting runs the nets:
-channels-last, glibc's allocator tuned (:func:`cellcount.allocator.tune_allocator`),
+channels-last, glibc's allocator tuned (:func:`cellcount.runtime.allocator.tune_allocator`),
 ``torch.inference_mode``, in fp32 and under bf16 autocast; each figure is set
 against the matmul peak of the same precision (section 3).
 
@@ -48,10 +48,10 @@ from benchmarks.bench_common import (
     run_child,
     table,
 )
-from cellcount.allocator import tune_allocator
 from cellcount.data.io import read_image
-from cellcount.inference import predict_probabilities
+from cellcount.inference.predict import predict_probabilities
 from cellcount.nets import build_net
+from cellcount.runtime.allocator import tune_allocator
 
 PAPER_ARCHS = ("c_resunet", "resunet", "small_unet", "unet")
 PRECISIONS = ("fp32", "bf16")  # the main table: what `--precision fp32|bf16` runs
@@ -147,8 +147,9 @@ def _onnx_runtime(net: nn.Module, image: np.ndarray, folder: Path) -> Callable[[
     """``net`` exported by ``cellcount export`` and run by ONNX Runtime (CPU, fp32)."""
     import onnxruntime as ort
 
-    from cellcount.export import export_model
-    from cellcount.module import CellSegModule, save_checkpoint
+    from cellcount.inference.checkpoints import save_checkpoint
+    from cellcount.inference.export import export_model
+    from cellcount.training.module import CellSegModule
 
     module = CellSegModule(arch="c_resunet")
     module.net.load_state_dict(net.state_dict())
@@ -359,7 +360,7 @@ def run(
         f"`predict_probabilities(net, image, precision=p)` on one preloaded float32 "
         f"{width}x{height} real image (net input {shape[1]}x{shape[0]}), whole image at once "
         "(batch 1), `torch.inference_mode()`, CPU, as counting runs it: net in channels-last "
-        "memory format, glibc allocator tuned (`cellcount.allocator.tune_allocator`), fp32 "
+        "memory format, glibc allocator tuned (`cellcount.runtime.allocator.tune_allocator`), fp32 "
         "or bf16 autocast (`--precision auto` picks bf16 on this CPU). Untrained weights "
         "(`torch.manual_seed(0)`; time does not depend on the values), in the harness "
         "process. GFLOP per image = convolution and matmul FLOPs of one forward (2 per "

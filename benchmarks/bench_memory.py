@@ -49,8 +49,8 @@ def tiled_image(source: Path, height: int, width: int, out: Path) -> Path:
 # -- child side -------------------------------------------------------------------------
 def _child(job: dict[str, Any]) -> dict[str, Any]:
     start = time.perf_counter()
-    import cellcount.count as count_cli
-    from cellcount.allocator import MALLOC_TUNING_ENV
+    import cellcount.cli.count as count_cli
+    from cellcount.runtime.allocator import MALLOC_TUNING_ENV
 
     baseline = peak_rss()
     if job.get("malloc_defaults"):
@@ -103,8 +103,8 @@ def run(
     image: Path, model: str, large_side: int, large_tiles: tuple[int, ...], include_large: bool
 ) -> Section:
     """Peak RSS of counting ``image`` and a ``large_side`` square tiling of it with ``model``."""
-    from cellcount.allocator import MALLOC_TUNING_ENV
     from cellcount.counter import DEFAULT_TILE_SIZE
+    from cellcount.runtime.allocator import MALLOC_TUNING_ENV
 
     rows = []
     data: dict[str, Any] = {}
@@ -142,7 +142,7 @@ def run(
         "predict (bf16 auto), post-process, cell table, label TIFF + overlay PNG) on CPU, "
         f"with `--tile-size` {DEFAULT_TILE_SIZE} (the default) unless the row says "
         "otherwise, and glibc's malloc tuned as the `Counter` does "
-        "(`cellcount.allocator.tune_allocator`: no mmap, no trim below 2 GiB; faster "
+        "(`cellcount.runtime.allocator.tune_allocator`: no mmap, no trim below 2 GiB; faster "
         "inference, larger peak); *glibc malloc defaults* rows run with "
         f"`{MALLOC_TUNING_ENV}=0`. The large image is the real one repeated to "
         f"{large_side}x{large_side} (an uncompressed TIFF), so it holds real cells. "

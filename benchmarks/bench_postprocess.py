@@ -10,8 +10,8 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from benchmarks.bench_common import Section, fmt_stats, fmt_time, measure, progress, table
-from cellcount.postprocess import PostprocessParams, postprocess
-from cellcount.scoring import score_image
+from cellcount.evaluation.postprocess import PostprocessParams, postprocess
+from cellcount.evaluation.scoring import score_image
 
 TARGET_100_CELLS = 0.3  # s per 1600x1200 image
 RADII = (12, 18)

@@ -39,9 +39,10 @@ from benchmarks.bench_common import (
 )
 from cellcount.counter import Counter
 from cellcount.data.io import Sample, find_samples, load_pair
-from cellcount.metrics import ImageMatch, summarize
-from cellcount.pretrained import PRETRAINED, pretrained_path
-from cellcount.scoring import score_image
+from cellcount.evaluation.matching import ImageMatch
+from cellcount.evaluation.metrics import summarize
+from cellcount.evaluation.scoring import score_image
+from cellcount.inference.pretrained import PRETRAINED, pretrained_path
 
 DSB_RADIUS = 17.5  # px: 1.25 x the 14 px DSB nuclei diameter (conf/data/dsb.yaml)
 PRECISIONS = ("fp32", "bf16")
@@ -268,8 +269,8 @@ def run(
         "model, 'cpu', precision=p, cell_diameter=...).count(image)` for p in fp32 and bf16 "
         "(bf16: the network under `torch.autocast('cpu', dtype=torch.bfloat16)`, weights and "
         "post-processing in float32), each image in both precisions back to back, scored "
-        "with `cellcount.scoring.score_image` (bounding-box centres, greedy matching) and "
-        "`cellcount.metrics.summarize` (micro-averaged F1, counting MAE). Images:\n\n"
+        "with `cellcount.evaluation.scoring.score_image` (bounding-box centres, greedy matching) and "
+        "`cellcount.evaluation.metrics.summarize` (micro-averaged F1, counting MAE). Images:\n\n"
         + "\n".join(about)
         + "\n\nThe rule for making bf16 the CPU default: on the validation images, "
         f"|ΔF1| <= {MAX_DELTA_F1} and |ΔMAE| <= {MAX_DELTA_MAE:.0%} of the fp32 MAE "

@@ -2,7 +2,7 @@
 
 One training step is what ``CellSegModule.training_step`` plus Lightning's
 optimisation loop do per batch: zero the gradients, forward, weighted BCE loss
-(:func:`cellcount.losses.weighted_bce`, cell factor 1.5, with a weight map),
+(:func:`cellcount.training.losses.weighted_bce`, cell factor 1.5, with a weight map),
 backward and an Adam step (lr 1e-3). The batch is random data of a fixed seed
 (the time of a step does not depend on the values). Each (architecture,
 variant) gets a fresh net with the same weights (seed 0) and a fresh Adam, so
@@ -35,8 +35,8 @@ from benchmarks.bench_common import (
     table,
 )
 from benchmarks.bench_inference import Plan
-from cellcount.losses import weighted_bce
 from cellcount.nets import build_net
+from cellcount.training.losses import weighted_bce
 
 CELL_WEIGHT = 1.5  # the module's default class factor of cell pixels
 LEARNING_RATE = 1e-3  # the module's default Adam learning rate
@@ -147,8 +147,8 @@ def run(
     devices: list[tuple[torch.device, tuple[Variant, ...]]] | None = None,
 ) -> Section:
     """Time a training step of every plan's net in every variant (CPU, and GPU if any)."""
-    from cellcount.allocator import tune_allocator
-    from cellcount.config import cpu_precision
+    from cellcount.runtime.allocator import tune_allocator
+    from cellcount.training.resolvers import cpu_precision
 
     tune_allocator()  # as `cellcount.train` does
 
@@ -230,12 +230,12 @@ def run(
     body = (
         f"Crops per second of one training step on a batch of {batch_size} random "
         f"{crop}x{crop} crops: zero grad, forward, weighted BCE loss "
-        "(`cellcount.losses.weighted_bce`, weight map, cell factor 1.5), backward, Adam step "
+        "(`cellcount.training.losses.weighted_bce`, weight map, cell factor 1.5), backward, Adam step "
         "(lr 1e-3), BatchNorm in training mode, the loss read back each step as Lightning "
         "does. A fresh net per row (seed 0, so every variant starts from the same weights "
         "and data) and fresh Adam; untimed warm-up steps first, then timed steps, all rows "
         "of an architecture back to back in the harness process, with glibc's allocator "
-        "tuned as `cellcount.train` does (`cellcount.allocator.tune_allocator`; it made a "
+        "tuned as `cellcount.train` does (`cellcount.runtime.allocator.tune_allocator`; it made a "
         "c_resunet bf16 step ~1.25x faster in a separate check). *crops/s* = batch size / "
         "seconds per step, median (min–max) over the timed steps; *speed-up* is vs the "
         "fp32 NCHW row of the same architecture and device; *CPU/wall* = busy cores; "
@@ -244,7 +244,7 @@ def run(
         f"{half}{gpu_text}\n\n"
         f"The CPU training default is the **{default}** row of each net: "
         "`conf/trainer/cpu.yaml` sets `precision: ${cpu_precision:}`, which "
-        "`cellcount.config.cpu_precision` resolves to `bf16-mixed` on CPUs with native "
+        "`cellcount.training.resolvers.cpu_precision` resolves to `bf16-mixed` on CPUs with native "
         "bfloat16 (oneDNN's `_is_mkldnn_bf16_supported()`) and to `32-true` elsewhere "
         f"(here: `{precision}`), and `CellSegModule` trains channels-last (the net is "
         "converted at fit start, its inputs in `forward`).\n\n"

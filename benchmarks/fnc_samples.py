@@ -21,9 +21,9 @@ from skimage.transform import rescale
 from benchmarks.bench_common import FNC_CELL_DIAMETER, FNC_RADIUS, FNC_YELLOW, REPO
 from cellcount.counter import Counter
 from cellcount.data.io import image_files, read_mask
-from cellcount.files import atomic_write_text
-from cellcount.overlays import render_overlay, save_png
-from cellcount.scoring import score_image
+from cellcount.evaluation.overlays import render_overlay, save_png
+from cellcount.evaluation.scoring import score_image
+from cellcount.runtime.files import atomic_write_text
 
 RESULTS = REPO / "benchmarks" / "results"
 

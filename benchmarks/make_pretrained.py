@@ -19,10 +19,10 @@ from pathlib import Path
 
 from benchmarks.bench_common import DSB_ROOT, REPO
 from cellcount.data.splits import Split
-from cellcount.files import atomic_write_text
-from cellcount.inference import load_module
-from cellcount.pretrained import PRETRAINED, save_pretrained
-from cellcount.train import read_results
+from cellcount.inference.checkpoints import load_module, save_checkpoint
+from cellcount.inference.pretrained import PRETRAINED
+from cellcount.runtime.files import atomic_write_text
+from cellcount.training.train import read_results
 
 MODELS = REPO / "cellcount" / "resources" / "models"
 
@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     command = train(args.data_root, args.run_dir, args.epochs, args.trainer)
     results = read_results(args.run_dir)
     module = load_module(results["best_checkpoint"])
-    target = save_pretrained(module, MODELS / PRETRAINED["pretrained"][0])
+    target = save_checkpoint(module, MODELS / PRETRAINED["pretrained"][0], half=True)
     card = {
         "name": "pretrained", "description": PRETRAINED["pretrained"][1],
         "command": _portable(" ".join(["python", *command[1:]])),

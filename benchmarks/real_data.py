@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 
 from benchmarks.bench_common import DSB_ROOT, REPO
-from cellcount.report import write_report
+from cellcount.evaluation.report import write_report
 
 BASELINE = "classical"
 

@@ -70,7 +70,7 @@ from benchmarks.bench_common import (
 )
 from benchmarks.bench_inference import PAPER_ARCHS, Plan
 from cellcount.counter import DEFAULT_TILE_SIZE
-from cellcount.files import atomic_write_text
+from cellcount.runtime.files import atomic_write_text
 
 
 @dataclass(frozen=True)

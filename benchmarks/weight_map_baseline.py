@@ -1,6 +1,6 @@
 """Straightforward reference for the weight map: one full-image distance transform per cell.
 
-This is the way the authors computed it (SPEC 2.1): for every object, the
+This is the way the authors computed it (docs/method.md#weight-maps): for every object, the
 Euclidean distance transform of the whole image to the foreground inside the
 object's bounding box, its Gaussian summed over the whole image, then kept on the
 dilation band. Its cost grows as cells x pixels. It is kept out of the package on

@@ -16,17 +16,13 @@ from scipy import ndimage as ndi
 from skimage.measure import regionprops_table
 from skimage.transform import rescale, resize
 
-from cellcount.allocator import tune_allocator
 from cellcount.data.io import read_image
-from cellcount.inference import (
-    load_module,
-    predict_probabilities,
-    resolve_device,
-    resolve_precision,
-)
-from cellcount.module import CellSegModule
-from cellcount.postprocess import PostprocessParams, postprocess
-from cellcount.pretrained import resolve_model
+from cellcount.evaluation.postprocess import PostprocessParams, postprocess
+from cellcount.inference.checkpoints import load_module
+from cellcount.inference.predict import predict_probabilities, resolve_device, resolve_precision
+from cellcount.inference.pretrained import resolve_model
+from cellcount.runtime.allocator import tune_allocator
+from cellcount.training.module import CellSegModule
 
 CELL_COLUMNS = ("id", "centroid_y", "centroid_x", "area", "mean_intensity")
 # Tile budget for counting (px; see predict_probabilities): an image of up to
@@ -78,11 +74,11 @@ class Counter:
             are resized back, and post-processing uses this diameter.
         precision: ``auto`` (bf16 where the device computes it natively, else
             fp32), ``fp32`` or ``bf16`` autocast for the network (see
-            :func:`cellcount.inference.resolve_precision`).
+            :func:`cellcount.inference.predict.resolve_precision`).
 
     Creating a Counter lets glibc's allocator keep freed memory for reuse, which
     makes CPU inference faster at some memory cost
-    (:func:`cellcount.allocator.tune_allocator`; ``CELLCOUNT_MALLOC_TUNING=0``
+    (:func:`cellcount.runtime.allocator.tune_allocator`; ``CELLCOUNT_MALLOC_TUNING=0``
     keeps glibc's defaults; no effect on other systems).
     """
 
@@ -115,7 +111,7 @@ class Counter:
     @classmethod
     def from_checkpoint(cls, path: Path | str, device: str = "auto", **options: object) -> Counter:
         """Load a checkpoint (``cellcount.train`` or ``cellcount convert`` output), or a
-        shipped model by name (``"pretrained"``, see :mod:`cellcount.pretrained`)."""
+        shipped model by name (``"pretrained"``, see :mod:`cellcount.inference.pretrained`)."""
         module = load_module(resolve_model(path), resolve_device(device))
         return cls(module, **options)  # type: ignore[arg-type]
 

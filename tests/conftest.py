@@ -10,7 +10,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig
 
-from cellcount.config import register_resolvers
+from cellcount.training.resolvers import register_resolvers
 
 register_resolvers()
 
@@ -59,7 +59,7 @@ TINY_TRAIN_OVERRIDES = (
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A finished tiny training run (2 short epochs, width 4) through ``train()``; its folder."""
-    from cellcount.train import train
+    from cellcount.training.train import train
 
     base = tmp_path_factory.mktemp("tiny_run")
     GlobalHydra.instance().clear()

@@ -9,10 +9,10 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-import cellcount.train as train_module
-from cellcount import allocator
-from cellcount.allocator import tune_allocator
-from cellcount.inference import predict_probabilities
+import cellcount.training.train as train_module
+from cellcount.inference.predict import predict_probabilities
+from cellcount.runtime import allocator
+from cellcount.runtime.allocator import tune_allocator
 
 
 def test_allocator_tuning_is_a_safe_no_op_where_it_does_not_apply(

@@ -20,7 +20,8 @@ from benchmarks.bench_common import Section
 from benchmarks.bench_inference import Plan
 from benchmarks.run import FULL, QUICK, SECTIONS, summary
 from cellcount.data.io import find_samples
-from cellcount.module import CellSegModule, save_checkpoint
+from cellcount.inference.checkpoints import save_checkpoint
+from cellcount.training.module import CellSegModule
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from skimage.draw import disk
 
-from cellcount.classical import ClassicalSegmenter
-from cellcount.train import train
+from cellcount.evaluation.classical import ClassicalSegmenter
+from cellcount.training.train import train
 from tests.conftest import TINY_TRAIN_OVERRIDES, Composer
 
 

@@ -18,7 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cellcount.convert import (
+from cellcount.cli.convert import main
+from cellcount.inference.convert import (
     KERAS_KERNEL_PERMUTATION,
     ConversionError,
     UnsafePickleError,
@@ -27,12 +28,11 @@ from cellcount.convert import (
     from_fnc_v2_state_dict,
     from_keras_weights,
     infer_n_features_start,
-    main,
     read_keras_h5,
     read_pickled_keras_dict,
 )
-from cellcount.module import CellSegModule
 from cellcount.nets import build_net
+from cellcount.training.module import CellSegModule
 
 # torch (out, in, kh, kw) -> Keras (kh, kw, in, out); ConvT (in, out, kh, kw) -> (kh, kw, out, in)
 TORCH_TO_KERAS = (2, 3, 1, 0)

@@ -16,7 +16,7 @@ from roifile import roiread
 from skimage.draw import disk
 from skimage.measure import regionprops_table
 
-from cellcount.count import COUNT_COLUMNS, build_parser, collect_inputs, main
+from cellcount.cli.count import COUNT_COLUMNS, build_parser, collect_inputs, main
 from cellcount.counter import CELL_COLUMNS, DEFAULT_TILE_SIZE, Counter, cell_table
 from cellcount.data.io import DataError, read_image
 
@@ -91,7 +91,7 @@ def test_count_cli_writes_every_output(tiny_run: Path, images: Path, tmp_path: P
 
 def test_console_script_and_missing_inputs(tiny_run: Path, tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "cellcount.cli", "count", str(tmp_path / "nothing"),
+        [sys.executable, "-m", "cellcount.cli.main", "count", str(tmp_path / "nothing"),
          "--ckpt", str(tiny_run / "checkpoints" / "best.ckpt"), "--out", str(tmp_path / "o")],
         cwd=ROOT, capture_output=True, text=True, timeout=120,
     )  # fmt: skip

@@ -1,4 +1,4 @@
-"""The authors' crop grid (SPEC 3.3), generalised, and the padding helpers."""
+"""The authors' crop grid (docs/method.md#data-and-crops), generalised, and the padding helpers."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cellcount.data.crops import crop_boxes, crop_origins, pad_to_min_size, pad_to_multiple
+from cellcount.data.crops import crop_boxes, crop_origins, pad_to_min_size
 
 
 def _coverage(height: int, width: int, boxes: list[tuple[int, int]], crop: int) -> np.ndarray:
@@ -36,7 +36,7 @@ def test_paper_grid_has_twelve_crops_in_authors_order() -> None:
 def test_paper_grid_covers_the_image_with_asymmetric_overlaps() -> None:
     coverage = _coverage(1200, 1600, crop_boxes(1200, 1600), 512)
     assert coverage.min() >= 1
-    # 224 px between the first two columns, 112 px between the others (SPEC 3.3).
+    # 224 px between the first two columns, 112 px between the others (docs/method.md#data-and-crops).
     row = coverage[0]
     assert (row[288:512] == 2).all() and (row[688:800] == 2).all() and (row[1088:1200] == 2).all()
     assert (row[512:688] == 1).all()
@@ -97,19 +97,3 @@ def test_pad_to_min_size_pads_bottom_right_with_zeros() -> None:
     mask = np.ones((10, 50), np.uint8)
     assert pad_to_min_size(mask, 16, 16).shape == (16, 50)
     assert pad_to_min_size(image, 8, 8) is image
-
-
-def test_pad_to_multiple_round_trip() -> None:
-    image = np.random.default_rng(1).random((1199, 1601, 3))
-    padded, (height, width) = pad_to_multiple(image, 16)
-    assert (height, width) == (1199, 1601)
-    assert padded.shape == (1200, 1616, 3)
-    assert np.array_equal(padded[:height, :width], image)
-    assert np.array_equal(padded[1199, :width], image[1197])  # reflection, no new edge
-    mask = np.zeros((5, 3), bool)
-    assert pad_to_multiple(mask, 8, mode="constant")[0].shape == (8, 8)
-    assert pad_to_multiple(np.ones((1, 1)), 8)[0].shape == (8, 8)  # reflect works on 1 px
-    same, _ = pad_to_multiple(image[:1184, :1600], 16)
-    assert same.shape == (1184, 1600, 3)
-    with pytest.raises(ValueError, match="multiple"):
-        pad_to_multiple(image, 0)

@@ -12,6 +12,7 @@ import torch
 from cellcount.data import targets
 from cellcount.data.datamodule import CellDataModule
 from cellcount.data.io import DataError
+from cellcount.data.options import DataOptions
 from cellcount.data.splits import Split
 
 
@@ -27,7 +28,7 @@ def _module(root: Path, tmp_path: Path, **kwargs: object) -> CellDataModule:
         "aug_factor": 2,
     }
     options.update(kwargs)
-    return CellDataModule(**options)  # type: ignore[arg-type]
+    return CellDataModule(DataOptions(**options))  # type: ignore[arg-type]
 
 
 def test_fit_setup_gives_weighted_crops(tiny_synthetic: Path, tmp_path: Path) -> None:

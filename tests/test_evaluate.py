@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from cellcount.evaluate import table_row
+from cellcount.training.evaluate import table_row
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -9,16 +9,17 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from cellcount.export import (
+from cellcount.cli.export import main
+from cellcount.inference.checkpoints import save_checkpoint
+from cellcount.inference.export import (
     PARITY_TOLERANCE,
     ParityError,
     check_parity,
     export_model,
-    main,
     read_export_metadata,
     run_exported,
 )
-from cellcount.module import CellSegModule, save_checkpoint
+from cellcount.training.module import CellSegModule
 
 THRESHOLD = 0.625
 EXPORT_SIZE = (32, 48)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from cellcount.files import atomic_path, atomic_write_text
+from cellcount.runtime.files import atomic_path, atomic_write_text
 
 
 def test_written_file_has_the_usual_permissions(tmp_path: Path) -> None:

@@ -8,15 +8,15 @@ import numpy as np
 import pytest
 import torch
 
-from cellcount.inference import (
+from cellcount.inference.checkpoints import load_module, save_checkpoint
+from cellcount.inference.predict import (
     _keep,
-    load_module,
     padded_index,
     predict_probabilities,
     tile_side,
     tile_starts,
 )
-from cellcount.module import CellSegModule, save_checkpoint
+from cellcount.training.module import CellSegModule
 
 
 @pytest.fixture(scope="module")
@@ -142,7 +142,7 @@ def test_balanced_tiles_need_no_more_tiles_and_cover_the_image() -> None:
 
 
 def test_auto_precision_follows_the_hardware() -> None:
-    from cellcount.inference import native_bf16, resolve_precision
+    from cellcount.inference.predict import native_bf16, resolve_precision
 
     cpu = torch.device("cpu")
     assert resolve_precision("auto", cpu) == ("bf16" if native_bf16(cpu) else "fp32")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from cellcount.losses import weighted_bce
+from cellcount.training.losses import weighted_bce
 
 
 def test_matches_hand_computed_values() -> None:

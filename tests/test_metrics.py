@@ -1,4 +1,4 @@
-"""Detection/counting metrics and their TorchMetrics accumulator (SPEC 6.1)."""
+"""Detection/counting metrics and their TorchMetrics accumulator (docs/method.md#matching-and-metrics)."""
 
 from __future__ import annotations
 
@@ -6,24 +6,20 @@ import math
 
 import numpy as np
 import pytest
-import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cellcount.metrics import (
-    CellCountingMetric,
+from cellcount.evaluation.matching import (
     ImageMatch,
     candidate_pairs,
     centres,
-    counting_errors,
-    detection_scores,
     label_mask,
     match_greedy,
     match_hungarian,
     match_labels,
     match_points,
-    summarize,
 )
+from cellcount.evaluation.metrics import counting_errors, detection_scores, summarize
 
 # --- centres -----------------------------------------------------------------
 
@@ -222,61 +218,3 @@ MATCHES = [
     ImageMatch(5, 0, 0, 5, 5),
     ImageMatch(7, 3, 1, 8, 10),
 ]
-
-
-def _as_floats(result: dict[str, torch.Tensor]) -> dict[str, float]:
-    return {k: float(v) for k, v in result.items()}
-
-
-def test_metric_equals_summarize() -> None:
-    metric = CellCountingMetric()
-    metric.update(MATCHES[0])
-    metric.update(MATCHES[1:])
-    result = _as_floats(metric.compute())
-    expected = summarize(MATCHES)
-    assert set(result) == {"accuracy", "precision", "recall", "f1", "mae", "medae", "mpe"}
-    for key, value in result.items():
-        assert value == pytest.approx(expected[key])
-
-
-def test_metric_merge_state_equals_single_process() -> None:
-    single, left, right = CellCountingMetric(), CellCountingMetric(), CellCountingMetric()
-    single.update(MATCHES)
-    left.update(MATCHES[:2])
-    right.update(MATCHES[2:])
-    left.merge_state(right)
-    assert _as_floats(left.compute()) == pytest.approx(_as_floats(single.compute()))
-
-
-def test_metric_distributed_sync_equals_single_process() -> None:
-    """Simulate two DDP ranks with a fake all-gather (rank 0's view)."""
-    single, rank1 = CellCountingMetric(), CellCountingMetric()
-    single.update(MATCHES)
-    rank1.update(MATCHES[3:])
-    other = {}
-    for name in rank1._reductions:
-        state = getattr(rank1, name)
-        other[name] = torch.cat(state) if isinstance(state, list) else state
-    gathered: list[str] = []
-
-    def gather(tensor: torch.Tensor, group: object = None) -> list[torch.Tensor]:
-        name = list(other)[len(gathered)]  # states are gathered in registration order
-        gathered.append(name)
-        return [tensor, other[name]]
-
-    rank0 = CellCountingMetric(dist_sync_fn=gather, distributed_available_fn=lambda: True)
-    rank0.update(MATCHES[:3])
-    synced = _as_floats(rank0.compute())
-    assert gathered == ["tp", "fp", "fn", "n_true", "n_pred"]
-    assert synced == pytest.approx(_as_floats(single.compute()))
-
-
-def test_metric_reset_and_empty() -> None:
-    metric = CellCountingMetric()
-    metric.update([])
-    metric.update(MATCHES)
-    metric.reset()
-    with pytest.warns(UserWarning, match="before the ``update``"):
-        result = _as_floats(metric.compute())
-    assert result["f1"] == pytest.approx(1.0)  # smoothed 0/0
-    assert math.isnan(result["mae"])

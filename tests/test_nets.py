@@ -19,7 +19,7 @@ from cellcount.nets import (
     net_config,
 )
 
-# Trainable params and totals incl. BN running stats (SPEC 1.2, 1.4, 1.5).
+# Trainable params and totals incl. BN running stats (docs/method.md#networks).
 PAPER_PARAMS = {
     "c_resunet": (1_707_287, 1_709_177),
     "resunet": (887_601, 888_977),
@@ -177,7 +177,7 @@ def test_smp_unet_encoder_depth_sets_the_input_multiple() -> None:
 
 
 def test_registration_order_matches_keras_layer_order() -> None:
-    """The Keras weight port zips state_dict positionally (SPEC 1.3)."""
+    """The Keras weight port zips state_dict positionally (docs/method.md#importing-the-authors-weights)."""
     keys = list(build_net("c_resunet", n_features_start=4).state_dict())
     prefixes = ["colorspace", "enc1", "enc2.main", "enc2.shortcut", "bridge.1", "dec3.up"]
     prefixes += ["dec3.main", "head"]

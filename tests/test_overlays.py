@@ -11,8 +11,8 @@ from scipy import ndimage as ndi
 from skimage.draw import disk
 from skimage.segmentation import find_boundaries
 
-from cellcount import overlays
-from cellcount.overlays import (
+from cellcount.evaluation import overlays
+from cellcount.evaluation.overlays import (
     FN_COLOUR,
     FP_COLOUR,
     PRED_COLOUR,

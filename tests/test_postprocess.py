@@ -1,4 +1,4 @@
-"""Post-processing: probability map -> labelled cells (SPEC 5.1)."""
+"""Post-processing: probability map -> labelled cells (docs/method.md#post-processing)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import ndimage as ndi
 
-from cellcount.postprocess import (
+from cellcount.evaluation.postprocess import (
     FOUR_CONNECTED,
     REFERENCE_CELL_DIAMETER,
     PostprocessParams,
@@ -267,7 +267,7 @@ def test_two_disc_clump_splits_into_two(
 
 
 def test_counts_come_from_labels_not_from_relabelling() -> None:
-    """SPEC 5.1 pitfall: with skimage >= 0.25 the compact watershed's lines have
+    """docs/method.md#post-processing pitfall: with skimage >= 0.25 the compact watershed's lines have
     4-connected gaps, so ``label(labels > 0)`` may merge the halves; our count
     must not depend on that."""
     mask = discs((200, 200), [(100, 83), (100, 117)], 20)
@@ -350,7 +350,7 @@ def test_postprocess_many_cells_no_uint8_overflow() -> None:
 def test_random_probability_maps_give_valid_labels(seed: int, threshold: float, blobs: int) -> None:
     """Property: any probability map gives sequential int32 labels inside the cleaned mask,
     and scoring them against a random truth keeps TP + FN = true and TP + FP = predicted."""
-    from cellcount.scoring import score_image
+    from cellcount.evaluation.scoring import score_image
 
     rng = np.random.default_rng(seed)
     prob = np.zeros((96, 128), np.float32)

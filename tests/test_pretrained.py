@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from cellcount.count import main
+from cellcount.cli.count import main
 from cellcount.counter import Counter
-from cellcount.inference import load_module, predict_probabilities
-from cellcount.postprocess import PostprocessParams
-from cellcount.pretrained import PRETRAINED, pretrained_path, resolve_model, save_pretrained
+from cellcount.evaluation.postprocess import PostprocessParams
+from cellcount.inference.checkpoints import load_module, save_checkpoint
+from cellcount.inference.predict import predict_probabilities
+from cellcount.inference.pretrained import PRETRAINED, pretrained_path, resolve_model
 
 
 def test_names_resolve_to_shipped_files_and_paths_pass_through() -> None:
@@ -32,7 +33,7 @@ def test_float16_file_is_half_the_size_and_predicts_the_same(tiny_run: Path,
                                                              tmp_path: Path) -> None:  # fmt: skip
     original = tiny_run / "checkpoints" / "best.ckpt"
     module = load_module(original)
-    shipped = save_pretrained(module, tmp_path / "model.ckpt")
+    shipped = save_checkpoint(module, tmp_path / "model.ckpt", half=True)
     state = torch.load(shipped, weights_only=True)["state_dict"]
     assert all(v.dtype != torch.float32 for k, v in state.items() if v.ndim > 0)
     reloaded = load_module(shipped)

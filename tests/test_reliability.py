@@ -14,10 +14,11 @@ import pytest
 import torch
 from PIL import Image
 
-import cellcount.module
+import cellcount.training.module
 from cellcount.data.datamodule import CellDataModule
 from cellcount.data.io import DataError
-from cellcount.inference import load_module
+from cellcount.data.options import DataOptions
+from cellcount.inference.checkpoints import load_module
 from tests.conftest import TINY_TRAIN_OVERRIDES, Composer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,9 +37,9 @@ def _state(path: Path) -> dict[str, torch.Tensor]:
 def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_checkpoint(
     compose_train: Composer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from cellcount.train import train
+    from cellcount.training.train import train
 
-    real = cellcount.module.weighted_bce
+    real = cellcount.training.module.weighted_bce
     calls = {"train": 0}
 
     def nan_in_second_epoch(*args: Any, **kwargs: Any) -> torch.Tensor:
@@ -49,7 +50,7 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_checkpoint(
                 return loss * float("nan")
         return loss
 
-    monkeypatch.setattr(cellcount.module, "weighted_bce", nan_in_second_epoch)
+    monkeypatch.setattr(cellcount.training.module, "weighted_bce", nan_in_second_epoch)
     cfg = compose_train(
         *TINY_TRAIN_OVERRIDES, "trainer.max_epochs=3", "trainer.enable_progress_bar=false"
     )
@@ -118,10 +119,10 @@ def test_empty_and_full_masks_and_small_images_train(tmp_path: Path) -> None:
     _write(root, "empty", np.zeros((40, 48), np.uint8))
     _write(root, "full", np.full((64, 64), 255, np.uint8))
     _write(root, "cells", np.pad(np.full((20, 20), 255, np.uint8), 22))
-    dm = CellDataModule(
+    dm = CellDataModule(DataOptions(
         str(root), crop_size=64, crop_step=64, num_workers=0, batch_size=3,
         val_fraction=0.4, test_fraction=0, cache_dir=str(tmp_path / "c"),
-    )  # fmt: skip
+    ))  # fmt: skip
     dm.prepare_data()
     dm.setup("fit")
     items = [
@@ -137,7 +138,7 @@ def test_empty_folder_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "images").mkdir()
     (tmp_path / "masks").mkdir()
     with pytest.raises(DataError, match="no image/mask pairs found"):
-        CellDataModule(str(tmp_path)).samples()
+        CellDataModule(DataOptions(str(tmp_path))).samples()
 
 
 def test_config_typos_name_the_key(compose_train: Composer) -> None:

@@ -13,13 +13,13 @@ from typing import Any
 import numpy as np
 import pytest
 
-from cellcount.report import (
+from cellcount.cli.report import main
+from cellcount.evaluation.report import (
     METRICS,
     collect_jobs,
     collect_results,
     format_mean_std,
     format_params,
-    main,
     mean_curves,
     mean_std,
     summarise,
@@ -75,7 +75,7 @@ def _sweep_f1(model: str, seed: int) -> np.ndarray:
 
 
 def _write_job(root: Path, model: str, ablation: str, seed: int) -> Path:
-    from cellcount.thresholds import TABLE_COLUMNS
+    from cellcount.evaluation.thresholds import TABLE_COLUMNS
 
     folder = root / f"ablation={ablation},model={model},seed={seed}"
     (folder / ".hydra").mkdir(parents=True)
@@ -115,7 +115,7 @@ def _row(rows: list[dict[str, Any]], model: str, ablation: str) -> dict[str, Any
 
 
 def test_metric_names_match_the_package() -> None:
-    from cellcount.metrics import METRIC_NAMES
+    from cellcount.evaluation.metrics import METRIC_NAMES
 
     assert tuple(METRICS) == tuple(METRIC_NAMES)
 
@@ -314,11 +314,11 @@ def test_cli_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_module_entry_point_is_light(sweep_root: Path) -> None:
-    code = "import sys, cellcount.report; assert 'torch' not in sys.modules"
+    code = "import sys, cellcount.cli.report; assert 'torch' not in sys.modules"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     result = subprocess.run(
-        [sys.executable, "-m", "cellcount.report", str(sweep_root)],
+        [sys.executable, "-m", "cellcount", "report", str(sweep_root)],
         capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1],
     )  # fmt: skip
     assert result.returncode == 0, result.stderr

@@ -52,7 +52,7 @@ def test_split_round_trip_and_name_list(tmp_path: Path) -> None:
 
 
 def test_paper_test_list_ships_with_the_package() -> None:
-    from cellcount.config import resource_path
+    from cellcount.training.resolvers import resource_path
 
     names = read_name_list(resource_path("fnc_v1_test_names.txt"))
     assert len(names) == 70 and "39_y" in names

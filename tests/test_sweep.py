@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from cellcount.report import main as report_main
+from cellcount.cli.report import main as report_main
 from tests.conftest import TINY_TRAIN_OVERRIDES, Composer
 
 ROOT = Path(__file__).resolve().parents[1]

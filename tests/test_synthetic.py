@@ -16,7 +16,6 @@ from cellcount.data.io import DataError, read_artifact_boxes
 from cellcount.data.synthetic import (
     SyntheticConfig,
     generate_dataset,
-    render_sample,
     render_scene,
     sample_name,
 )
@@ -33,6 +32,14 @@ BUSY = SyntheticConfig(
     strip_prob=1.0,
     strip_width=(20.0, 30.0),
 )
+
+
+def render_sample(
+    rng: np.random.Generator, cfg: SyntheticConfig | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The image (H, W, 3) uint8 and instance labels (H, W) int32 of one scene."""
+    scene = render_scene(rng, cfg)
+    return scene.image, scene.labels
 
 
 def rng(*key: int) -> np.random.Generator:

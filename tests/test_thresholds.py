@@ -1,4 +1,4 @@
-"""Threshold grid, knee selection, sweep and curve output (SPEC 7)."""
+"""Threshold grid, knee selection, sweep and curve output (docs/method.md#threshold-selection)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import kneed
 import numpy as np
 import pytest
 
-from cellcount.postprocess import PostprocessParams
-from cellcount.thresholds import (
+from cellcount.evaluation.postprocess import PostprocessParams
+from cellcount.evaluation.thresholds import (
     TABLE_COLUMNS,
     kneedle_070,
     save_curve,
@@ -73,7 +73,7 @@ def test_kneedle_070_rule_on_a_two_bump_curve() -> None:
 
 @pytest.mark.skipif(not kneed.__version__.startswith("0.9"), reason="kneed 0.9 behaviour")
 def test_installed_kneed_differs_from_070_after_a_minimum(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="cellcount.thresholds"):
+    with caplog.at_level(logging.WARNING, logger="cellcount.evaluation.thresholds"):
         chosen = select_threshold(TWO_BUMPS_X, TWO_BUMPS_Y, "kneedle")
     assert chosen == 0.5  # no knee -> argmax fallback
     assert "no knee" in caplog.text
@@ -88,7 +88,7 @@ def test_argmax_ties_go_to_the_highest_threshold() -> None:
 @pytest.mark.parametrize("method", ["kneedle", "kneedle070"])
 def test_flat_curve_falls_back_to_argmax(method: str, caplog: pytest.LogCaptureFixture) -> None:
     grid = threshold_grid()
-    with caplog.at_level(logging.WARNING, logger="cellcount.thresholds"):
+    with caplog.at_level(logging.WARNING, logger="cellcount.evaluation.thresholds"):
         chosen = select_threshold(grid, np.full(grid.size, 0.8), method)  # type: ignore[arg-type]
     assert chosen == 0.975
     assert "no knee" in caplog.text
@@ -133,7 +133,7 @@ def test_sweep_on_toy_images() -> None:
 
 
 def test_sweep_image_accepts_label_images_and_options() -> None:
-    from cellcount.metrics import label_mask
+    from cellcount.evaluation.matching import label_mask
 
     prob, truth = _toy_image()
     params = PostprocessParams.from_cell_diameter(30)

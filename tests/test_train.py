@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from cellcount.module import CellSegModule
+from cellcount.training.module import CellSegModule
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -15,7 +15,7 @@ from cellcount.data.transforms import (
     TARGETS,
     apply_augmentation,
     build_augmentation,
-    count_cells,
+    count_mask_components,
     elastic_def,
     paper_augmentation,
     seed_augmentation,
@@ -53,7 +53,7 @@ def test_geometric_steps_keep_targets_aligned(step: A.BaseCompose) -> None:
         out_image, out_mask, out_weight = apply_augmentation(pipeline, image, MASK, weight, seed)
         np.testing.assert_array_equal(out_weight, 1.0 + 2.0 * out_mask)  # same nearest map
         assert iou(out_image[..., 0] > 0.5, out_mask == 1) > 0.9
-        assert count_cells(out_mask) >= 3  # discs are moved, not torn apart or lost
+        assert count_mask_components(out_mask) >= 3  # discs are moved, not torn apart or lost
         moved += not np.array_equal(out_mask, MASK)
     assert moved >= 8  # the check is not vacuous
 
@@ -108,8 +108,8 @@ def test_count_cells_uses_4_connectivity() -> None:
     mask = np.zeros((8, 8), np.uint8)
     mask[1, 1] = mask[2, 2] = 1  # diagonal neighbours: two cells, as scipy.ndimage.label
     mask[5:7, 5:7] = 1
-    assert count_cells(mask) == 3
-    assert count_cells(np.zeros((8, 8), np.uint8)) == 0
+    assert count_mask_components(mask) == 3
+    assert count_mask_components(np.zeros((8, 8), np.uint8)) == 0
 
 
 @pytest.mark.parametrize("n_cells", [0, 1, 2, 3, 4])
@@ -120,7 +120,7 @@ def test_rgb_branch_only_for_more_than_two_cells(n_cells: int) -> None:
     seed_augmentation(pipeline, n_cells)
     image = np.full((48, 48, 3), 0.5, np.float32)
     mask = blob_mask(48, [(6 + 12 * i, 24) for i in range(n_cells)], 3)
-    assert count_cells(mask) == n_cells
+    assert count_mask_components(mask) == n_cells
     weight = np.ones((48, 48), np.float32)
     for _ in range(20):
         out, _, _ = apply_augmentation(pipeline, image, mask, weight)

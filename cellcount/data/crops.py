@@ -1,7 +1,7 @@
 """The authors' crop grid, generalised to any image size, and padding helpers.
 
 The paper cuts every 1600x1200 image into twelve 512x512 crops on a 400 px grid
-(SPEC 3.3): along each axis the crops *end* at the multiples of the step, the last
+(docs/method.md#data-and-crops): along each axis the crops *end* at the multiples of the step, the last
 one ends at the image border, and a crop starts ``crop`` pixels before its end
 (never before 0). For 1600 px this gives origins 0, 288, 688, 1088; for 1200 px
 0, 288, 688. The first two crops therefore overlap by 224 px and the others by
@@ -57,7 +57,7 @@ def crop_boxes(height: int, width: int, crop: int = 512, step: int = 400) -> lis
     """Top-left corners ``(y0, x0)`` of the crops of an image, in the authors' order.
 
     The authors number the crops of an image ``k = 3*i + j`` with ``i`` the column
-    (x) index and ``j`` the row (y) index (SPEC 3.3); generalised, ``k = n_rows*i + j``:
+    (x) index and ``j`` the row (y) index (docs/method.md#data-and-crops); generalised, ``k = n_rows*i + j``:
     the x index is the outer loop. A 1600x1200 image gives 12 boxes.
 
     Args:
@@ -94,34 +94,3 @@ def pad_to_min_size(array: np.ndarray, min_h: int, min_w: int) -> np.ndarray:
         return array
     widths = [(0, pad_h), (0, pad_w)] + [(0, 0)] * (array.ndim - 2)
     return np.pad(array, widths, mode="constant")
-
-
-def pad_to_multiple(
-    image: np.ndarray, multiple: int = 8, mode: str = "reflect"
-) -> tuple[np.ndarray, tuple[int, int]]:
-    """Pad an image at the bottom/right so both sides are multiples of ``multiple``.
-
-    For full-image inference: an encoder-decoder with ``p`` poolings needs sides
-    divisible by ``2**p``. Run the network on the padded image and crop the output
-    back with ``out[:h, :w]``. Reflection is the default because it adds no
-    artificial edge at the border (a zero band could look like a dark structure to
-    the network); the padded pixels are discarded anyway.
-
-    Args:
-        image: (H, W) or (H, W, C), any dtype.
-        multiple: positive integer.
-        mode: any :func:`numpy.pad` mode ("reflect", "symmetric", "constant", ...).
-
-    Returns:
-        ``(padded, (H, W))``: the padded array (the input itself when no padding is
-        needed) and the original height and width.
-    """
-    if multiple <= 0:
-        raise ValueError(f"multiple must be positive, got {multiple}")
-    height, width = image.shape[:2]
-    pad_h = -height % multiple
-    pad_w = -width % multiple
-    if pad_h == 0 and pad_w == 0:
-        return image, (height, width)
-    widths = [(0, pad_h), (0, pad_w)] + [(0, 0)] * (image.ndim - 2)
-    return np.pad(image, widths, mode=mode), (height, width)  # type: ignore[call-overload]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,7 @@ from cellcount.data.io import (
     load_pair,
     read_artifact_boxes,
 )
+from cellcount.data.options import DataOptions
 from cellcount.data.splits import Split, make_split, read_name_list
 from cellcount.data.synthetic import SyntheticConfig, generate_dataset
 from cellcount.data.targets import ImageRecord, TargetOptions, load_record
@@ -47,87 +48,24 @@ class CellDataModule(pl.LightningDataModule):
     """Crops of fluorescence images with cell masks and weight maps.
 
     Args:
-        root: dataset folder.
-        layout: ``folder`` | ``instances`` | ``fnc_v1`` | ``fnc_v2``
-            (see :func:`cellcount.data.io.find_samples`).
-        colour: FNC v2 collection (``yellow``, ``red``, ``green``).
-        extra_sources: more datasets to pool with this one, each
-            ``{"root": folder, "layout": layout}`` (file names must stay unique).
-        synthetic: if given, generate a synthetic set into ``root`` first (cached);
-            keys ``n_images``, ``seed`` and any :class:`SyntheticConfig` field.
-        split_file: where the split is written (and read back when it exists).
-        split_seed, val_fraction, test_fraction, test_names_file: see :func:`make_split`.
-        crop_size, crop_step: crop grid (paper: 512, 400).
-        cell_diameter: typical cell diameter in px; the module's post-processing
-            scales with it (``module.cell_diameter`` follows it in the config).
-        match_radius: centroid matching radius (px) for scoring this dataset
-            (paper: 50 px for 40 px cells); evaluation configs read it from here.
-        batch_size, num_workers: loader settings (``num_workers=-1``: cores - 1).
-        weight_maps: use the overcrowding weight map (ablation ``no_wm`` sets False).
-        min_cell_area, max_hole_area, wm_sigma, wm_band: target cleaning and map parameters.
-        augmentation: ``paper`` or ``none``; aug_factor / manual_aug_factor augmented
-            copies per crop of ordinary / ``manual_images`` (paper: 4 / 10).
-        noise_std: std of extra Gaussian noise in augmentation (0: as the authors' code).
-        oversample_artifacts: artefact oversampling (ablation ``no_ao`` sets False).
-        artifact_copies: augmented copies per artefact crop (paper: 150).
-        artifact_crops: artefact boxes ``{"image", "y", "x", "height", "width"}``;
-            a crop centred on each is oversampled.
-        artifacts_file: CSV of more such boxes (``image,y,x,height,width``); the
-            synthetic generator writes one (``artifacts.csv``).
-        cache_dir: weight-map cache (default ``<root>/.cellcount_cache``).
-        skip_bad_files: warn and skip unpaired files instead of failing.
+        options: see :class:`cellcount.data.options.DataOptions`.
     """
 
-    def __init__(
-        self,
-        root: str,
-        layout: str = "folder",
-        colour: str = "yellow",
-        extra_sources: Sequence[dict[str, str]] = (),
-        synthetic: dict[str, Any] | None = None,
-        split_file: str | None = None,
-        split_seed: int = 0,
-        val_fraction: float = 0.3,
-        test_fraction: float = 0.2,
-        test_names_file: str | None = None,
-        crop_size: int = 512,
-        crop_step: int = 400,
-        cell_diameter: float = 40.0,
-        match_radius: float = 50.0,
-        batch_size: int = 4,
-        num_workers: int = -1,
-        weight_maps: bool = True,
-        min_cell_area: int = 100,
-        max_hole_area: int = 200,
-        wm_sigma: float = 25.0,
-        wm_band: int = 100,
-        augmentation: str = "paper",
-        aug_factor: int = 4,
-        manual_aug_factor: int = 10,
-        manual_images: Sequence[str] = (),
-        noise_std: float = 0.0,
-        oversample_artifacts: bool = True,
-        artifact_copies: int = 150,
-        artifact_crops: Sequence[dict[str, Any]] = (),
-        artifacts_file: str | None = None,
-        cache_dir: str | None = None,
-        skip_bad_files: bool = False,
-    ) -> None:
+    def __init__(self, options: DataOptions) -> None:
         super().__init__()
-        self.save_hyperparameters(logger=False)
-        self.root = Path(root)
-        self.cache_dir = Path(cache_dir) if cache_dir else self.root / ".cellcount_cache"
-        self.split_file = Path(split_file) if split_file else None
-        self.targets = TargetOptions(min_cell_area, max_hole_area, wm_sigma, wm_band)
+        self.options = options
+        self.save_hyperparameters(asdict(options), logger=False)
+        self.root = Path(options.root)
+        cache = options.cache_dir
+        self.cache_dir = Path(cache) if cache else self.root / ".cellcount_cache"
+        self.split_file = Path(options.split_file) if options.split_file else None
+        self.targets = TargetOptions(
+            options.min_cell_area, options.max_hole_area, options.wm_sigma, options.wm_band
+        )
         self.datasets: dict[str, CropDataset] = {}
         self.records: dict[str, list[ImageRecord]] = {}
         self.split: Split | None = None
         self._samples: list[Sample] | None = None
-
-    @property
-    def hp(self) -> Any:
-        """The constructor arguments (Lightning's ``hparams``), attribute access."""
-        return self.hparams
 
     # -- discovery and split -------------------------------------------------
     def samples(self) -> list[Sample]:
@@ -138,7 +76,7 @@ class CellDataModule(pl.LightningDataModule):
         file; otherwise they fail when first read, with the same message.
         """
         if self._samples is None:
-            hp = self.hp
+            hp = self.options
             samples = find_samples(self.root, hp.layout, hp.colour, hp.skip_bad_files)
             for source in hp.extra_sources:
                 layout = source.get("layout", "folder")
@@ -160,22 +98,22 @@ class CellDataModule(pl.LightningDataModule):
                     f"(e.g. {sorted(unknown)[:3]}); delete it to re-split."
                 )
             return split
-        hp = self.hp
+        hp = self.options
         test_names = read_name_list(hp.test_names_file) if hp.test_names_file else None
         return make_split(samples, hp.val_fraction, hp.test_fraction, hp.split_seed, test_names)
 
     # -- Lightning hooks -----------------------------------------------------
     def prepare_data(self) -> None:
         """Generate synthetic data, write the split, fill the weight-map cache."""
-        if self.hp.synthetic:
-            options = dict(self.hp.synthetic)
+        if self.options.synthetic:
+            options = dict(self.options.synthetic)
             n_images, seed = options.pop("n_images"), options.pop("seed", 0)
             generate_dataset(self.root, n_images, seed, SyntheticConfig(**options))
         samples = self.samples()
         split = self.make_split(samples)
         if self.split_file is not None and not self.split_file.exists():
             split.save(self.split_file)
-        if self.hp.weight_maps:
+        if self.options.weight_maps:
             for sample in tqdm(samples, desc="weight maps", leave=False, disable=len(samples) < 20):
                 load_record(sample, self.targets, self.cache_dir)
 
@@ -195,7 +133,7 @@ class CellDataModule(pl.LightningDataModule):
             raise DataError(
                 f"the {part} split of {self.root} is empty; adjust the split fractions."
             )
-        hp = self.hp
+        hp = self.options
         chosen = [s for s in samples if s.name in names]
         records = [load_record(s, self.targets, self.cache_dir, hp.weight_maps) for s in chosen]
         self.records[part] = records
@@ -203,7 +141,7 @@ class CellDataModule(pl.LightningDataModule):
         self.datasets[part] = self._crop_dataset(padded, train=part == "train")
 
     def _crop_dataset(self, records: list[ImageRecord], train: bool) -> CropDataset:
-        hp = self.hp
+        hp = self.options
         if not train:
             return CropDataset(
                 records, grid_crops(records, hp.crop_size, hp.crop_step), hp.crop_size
@@ -213,7 +151,7 @@ class CellDataModule(pl.LightningDataModule):
         crops = grid_crops(records, hp.crop_size, hp.crop_step, copies, hp.augmentation)
         # Each draw re-seeds its pipeline (EpochSampler), so no seed is needed here.
         transforms = {hp.augmentation: build_augmentation(hp.augmentation, hp.noise_std)}
-        boxes = self.artifact_boxes() if hp.oversample_artifacts else []
+        boxes = self.oversampling_boxes() if hp.oversample_artifacts else []
         if boxes:
             crops += artifact_crops(records, boxes, hp.crop_size, hp.artifact_copies)
             transforms["artifact"] = build_augmentation("artifact", hp.noise_std)
@@ -232,20 +170,20 @@ class CellDataModule(pl.LightningDataModule):
         names = set(getattr(split, part))
         return [(s.name, *load_pair(s)) for s in samples if s.name in names]
 
-    def artifact_boxes(self) -> list[dict[str, Any]]:
+    def oversampling_boxes(self) -> list[dict[str, Any]]:
         """Artefact boxes from the config list and the artefact file (if any)."""
-        boxes = list(self.hp.artifact_crops)
-        if self.hp.artifacts_file:
-            boxes += read_artifact_boxes(self.hp.artifacts_file)
+        boxes = list(self.options.artifact_crops)
+        if self.options.artifacts_file:
+            boxes += read_artifact_boxes(self.options.artifacts_file)
         return boxes
 
     # -- loaders ---------------------------------------------------------------
     def _loader_kwargs(self) -> dict[str, Any]:
-        workers = self.hp.num_workers
+        workers = self.options.num_workers
         if workers < 0:
             workers = max(0, min(8, (os.cpu_count() or 1) - 1))
         return {
-            "batch_size": self.hp.batch_size,
+            "batch_size": self.options.batch_size,
             "num_workers": workers,
             "persistent_workers": workers > 0,
             "pin_memory": torch.cuda.is_available(),

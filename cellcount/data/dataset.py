@@ -1,6 +1,6 @@
 """Crop datasets over images held in memory, with on-the-fly augmentation.
 
-The authors wrote ~16,000 augmented crops to disk (SPEC 3.4). Here every crop is
+The authors wrote ~16,000 augmented crops to disk (docs/method.md#augmentation). Here every crop is
 an index entry ``(image, y0, x0)`` with a *copy count*: the number of times it is
 drawn per epoch by a weighted sampler (1 original + the augmentation factor, or
 1 + the artefact copies for artefact crops). Each draw is augmented with
@@ -42,7 +42,7 @@ def grid_crops(
     copies_by_name: dict[str, int] | None = None,
     augment: str = "none",
 ) -> list[CropSpec]:
-    """The authors' crop grid over every record (SPEC 3.3), in their crop order.
+    """The authors' crop grid over every record (docs/method.md#data-and-crops), in their crop order.
 
     Args:
         records: images (already padded to at least ``crop`` on each side).
@@ -70,7 +70,7 @@ def artifact_crops(
             pixels (height/width default 0: a point). Boxes on images outside
             ``records`` (e.g. validation images) are ignored.
         crop: crop side; the crop is centred on the box and clipped into the image.
-        copies: augmented copies per artefact crop (paper: 150; SPEC 3.4 finds 128).
+        copies: augmented copies per artefact crop (paper: 150; docs/method.md#augmentation finds 128).
     """
     by_name = {r.name: i for i, r in enumerate(records)}
     specs = []

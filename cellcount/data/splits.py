@@ -4,7 +4,7 @@ A split is made once, written to the run folder as ``split.json`` and read back 
 resume, so a run can be reproduced exactly. The test set is either given (a file
 of names, e.g. the paper's 70 FNC test images, or the FNC v2 ``test`` folder) or
 drawn at random; train/val is a seeded random split of the rest (the authors'
-lexicographic "first 30 %" split is a known leak, see SPEC 3.5).
+lexicographic "first 30 %" split is a known leak, see docs/method.md#data-and-crops).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from cellcount.data.io import DataError, Sample
-from cellcount.files import atomic_write_text
+from cellcount.runtime.files import atomic_write_text
 
 
 @dataclass(frozen=True)

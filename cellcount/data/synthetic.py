@@ -31,7 +31,6 @@ On-disk layout written by :func:`generate_dataset` (the ``folder`` layout of
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import os
@@ -46,6 +45,7 @@ from PIL import Image
 from scipy import ndimage as ndi
 
 from cellcount.data.io import DataError
+from cellcount.runtime.files import write_csv
 
 log = logging.getLogger(__name__)
 
@@ -661,20 +661,6 @@ def render_scene(rng: np.random.Generator, cfg: SyntheticConfig | None = None) -
     return Scene(image, _compact_labels(canvas.labels), canvas.dim, canvas.artifacts)
 
 
-def render_sample(
-    rng: np.random.Generator, cfg: SyntheticConfig | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Render one synthetic image and its instance labels.
-
-    Returns:
-        image: (H, W, 3) uint8 RGB.
-        labels: (H, W) int32; 0 = background, 1..K = cells, every label present.
-        The binary mask is ``labels > 0``.
-    """
-    scene = render_scene(rng, cfg)
-    return scene.image, scene.labels
-
-
 # -- dataset on disk ---------------------------------------------------------------------
 
 
@@ -743,7 +729,10 @@ def _check_existing(root: Path, wanted: dict[str, Any]) -> bool:
     return True
 
 
-def artifact_boxes(artifacts: np.ndarray) -> list[tuple[int, int, int, int]]:
+BOX_COLUMNS = ("image", "y", "x", "height", "width")
+
+
+def artifact_region_boxes(artifacts: np.ndarray) -> list[tuple[int, int, int, int]]:
     """Bounding boxes ``(y, x, height, width)`` of artefact regions of at least
     ``ARTIFACT_MIN_AREA`` pixels (8-connected), for artefact oversampling."""
     labels, _ = ndi.label(artifacts, structure=np.ones((3, 3)))
@@ -756,29 +745,23 @@ def artifact_boxes(artifacts: np.ndarray) -> list[tuple[int, int, int, int]]:
     return boxes
 
 
-def _write_csv(path: Path, header: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
-    with open(path, "w", newline="") as handle:
-        writer = csv.writer(handle, lineterminator="\n")
-        writer.writerow(header)
-        writer.writerows(rows)
-
-
 def _write_dataset(folder: Path, n_images: int, seed: int, cfg: SyntheticConfig) -> None:
     """Write every file of the dataset into ``folder`` (manifest last)."""
     (folder / "images").mkdir()
     (folder / "masks").mkdir()
     rows = []
-    boxes: list[tuple[str, int, int, int, int]] = []
+    boxes: list[dict[str, int | str]] = []
     for index in range(n_images):
         scene = render_scene(np.random.default_rng([seed, index]), cfg)
         name = sample_name(index)
         Image.fromarray(scene.image).save(folder / "images" / f"{name}.png", **PNG_OPTIONS)
         mask = np.where(scene.labels > 0, 255, 0).astype(np.uint8)
         Image.fromarray(mask).save(folder / "masks" / f"{name}.png", **PNG_OPTIONS)
-        rows.append((name, int(scene.labels.max())))
-        boxes += [(name, *box) for box in artifact_boxes(scene.artifacts)]
-    _write_csv(folder / COUNTS_NAME, ("name", "count"), rows)
-    _write_csv(folder / ARTIFACTS_NAME, ("image", "y", "x", "height", "width"), boxes)
+        rows.append({"name": name, "count": int(scene.labels.max())})
+        boxes += [dict(zip(BOX_COLUMNS, (name, *box), strict=True))
+                  for box in artifact_region_boxes(scene.artifacts)]  # fmt: skip
+    write_csv(folder / COUNTS_NAME, rows, ("name", "count"))
+    write_csv(folder / ARTIFACTS_NAME, boxes, BOX_COLUMNS)
     manifest = _manifest(n_images, seed, cfg)
     (folder / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
 

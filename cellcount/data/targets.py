@@ -1,7 +1,7 @@
 """Training targets of one image: cleaned mask and (cached) weight map.
 
 The authors computed weight maps per 512x512 crop, ignoring neighbours outside
-the crop (SPEC 2.1). We compute them once per full image and crop them with the
+the crop (docs/method.md#weight-maps). We compute them once per full image and crop them with the
 image, so a cell cut by a crop border keeps its real neighbours; the map is then
 independent of the crop grid and can be cached per image. The cache lives in
 ``<cache_dir>/weight_maps/<sha256>.npy`` where the hash covers the cleaned mask
@@ -20,7 +20,7 @@ import numpy as np
 
 from cellcount.data.io import Sample, load_pair, training_mask
 from cellcount.data.weight_maps import clean_mask, weight_map
-from cellcount.files import array_sha256, atomic_save_npy, atomic_write_text
+from cellcount.runtime.files import array_sha256, atomic_save_npy, atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ CACHE_VERSION = 1
 
 @dataclass(frozen=True)
 class TargetOptions:
-    """How masks become training targets (defaults: the authors' values, SPEC 2.1)."""
+    """How masks become training targets (defaults: the authors' values, docs/method.md#weight-maps)."""
 
     min_cell_area: int = 100
     max_hole_area: int = 200

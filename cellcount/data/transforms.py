@@ -1,4 +1,4 @@
-"""Training augmentation: the authors' per-copy recipes (SPEC 3.4) on albumentations 2.x.
+"""Training augmentation: the authors' per-copy recipes (docs/method.md#augmentation) on albumentations 2.x.
 
 Pipeline inputs (see :func:`apply_augmentation`):
 
@@ -39,7 +39,7 @@ Deviations from albumentations 0.5.2 (the paper's version), all forced by the 2.
 * The authors re-quantised the image to uint8 after every Compose (ToFloat/FromFloat).
   Here the image stays float32 throughout, apart from the 8-bit round trip inside HSV.
 
-Gaussian *noise* is not part of the authors' code (SPEC 10): ``noise_std > 0`` appends
+Gaussian *noise* is not part of the authors' code (docs/method.md#deviations-from-the-authors-code): ``noise_std > 0`` appends
 ``GaussNoise`` (always applied, fixed std) as an opt-in extra.
 
 Seeding: albumentations 2.x keeps its own random state per pipeline; global seeds
@@ -70,7 +70,7 @@ AUGMENTATION_KINDS = ("paper", "artifact", "none")
 # Additional target: the weight map is resampled like the mask (nearest neighbour).
 TARGETS = {"weight": "mask"}
 
-# Branch probabilities of the authors' data_aug (SPEC 3.4).
+# Branch probabilities of the authors' data_aug (docs/method.md#augmentation).
 P_RGB = 0.05
 P_PHOTO_GEO = 0.65
 P_ELASTIC = 0.9
@@ -79,13 +79,13 @@ MIN_CELLS_RGB = 3  # "more than 2 labelled cells"
 # (alpha, alpha_affine, sigma) lists; a copy draws each uniformly, repeats act as weights.
 PAPER_ELASTIC = ((30, 30, 40, 40, 40, 50, 60), (40, 50, 50, 75, 75), (20, 30, 30, 40, 50))
 ARTIFACT_ELASTIC = ((30, 30, 30, 40), (20, 20, 20, 30, 40, 40), (20, 20, 20, 20, 30, 30, 15))
-# Copies per artefact crop: edges_aug + shifter, elastic, blur (128 in all, SPEC 3.4).
+# Copies per artefact crop: edges_aug + shifter, elastic, blur (128 in all, docs/method.md#augmentation).
 ARTIFACT_COPIES = (80, 35, 13)
 
 Transform: TypeAlias = A.BasicTransform | A.BaseCompose
 
 
-def count_cells(mask: np.ndarray) -> int:
+def count_mask_components(mask: np.ndarray) -> int:
     """Number of 4-connected foreground components of a (H, W) mask (any dtype, > 0 = cell).
 
     4-connectivity matches ``scipy.ndimage.label``'s default, which the authors used.
@@ -109,7 +109,10 @@ class CellCountGate(A.BaseCompose):
     def __call__(self, *args: Any, force_apply: bool = False, **data: Any) -> dict[str, Any]:
         if args:
             raise KeyError("pass the data as keyword arguments, e.g. gate(image=..., mask=...)")
-        use_first = self.py_random.random() < self.p and count_cells(data["mask"]) >= self.min_cells
+        use_first = (
+            self.py_random.random() < self.p
+            and count_mask_components(data["mask"]) >= self.min_cells
+        )
         return self.transforms[0 if use_first else 1](force_apply=True, **data)
 
     def to_dict_private(self) -> dict[str, Any]:
@@ -288,7 +291,7 @@ def paper_augmentation(
     p_elastic: float = P_ELASTIC,
     min_cells_rgb: int = MIN_CELLS_RGB,
 ) -> list[Transform]:
-    """The authors' standard per-copy recipe ``data_aug`` (SPEC 3.4), as one branch tree.
+    """The authors' standard per-copy recipe ``data_aug`` (docs/method.md#augmentation), as one branch tree.
 
     Exactly one branch runs, decided by independent draws:
 
@@ -309,7 +312,7 @@ def paper_augmentation(
 
 
 def artifact_augmentation(copies: tuple[int, int, int] = ARTIFACT_COPIES) -> list[Transform]:
-    """The artefact-crop recipe (SPEC 3.4): one of three variants, weighted 80 : 35 : 13.
+    """The artefact-crop recipe (docs/method.md#augmentation): one of three variants, weighted 80 : 35 : 13.
 
     * ``edges_aug`` then ``shifter(0.8)``;
     * elastic warp (artefact lists), then a shift with p 0.3;

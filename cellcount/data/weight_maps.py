@@ -1,4 +1,4 @@
-"""Training-target cleaning and the authors' "overcrowding" weight map (SPEC 2.1).
+"""Training-target cleaning and the authors' "overcrowding" weight map (docs/method.md#weight-maps).
 
 :func:`clean_mask` is step 1 of the authors' ``make_weights``: drop small objects
 and fill small holes. The cleaned mask is both the training target and the input
@@ -14,7 +14,7 @@ of :func:`weight_map`, which implements steps 2-6:
 * ``W = cell_factor`` on ``M``, ``max(1, S)`` on ``R``, ``1`` elsewhere.
 
 Deliberate differences from the original storage format: the authors divided
-``W`` by the constant 3.8177538 and stored it as 8-bit (SPEC 2.1 step 7). Dividing
+``W`` by the constant 3.8177538 and stored it as 8-bit (docs/method.md#weight-maps (step 7)). Dividing
 by a constant only rescales the loss (an effective learning-rate change), and the
 8-bit truncation is a file-format artefact, so neither is reproduced: the map is
 returned raw, float32, ``>= 1``.
@@ -59,7 +59,7 @@ MIN_SEED_AREA = 25
 def clean_mask(
     mask: np.ndarray, min_object_area: int = 100, max_hole_area: int = 200
 ) -> np.ndarray:
-    """Remove small objects, then fill small holes (SPEC 2.1 step 1).
+    """Remove small objects, then fill small holes (docs/method.md#weight-maps (step 1)).
 
     Both use 4-connectivity and strict thresholds, matching the original
     ``remove_small_objects(min_size=100)`` and ``remove_small_holes(200)``:
@@ -91,7 +91,7 @@ def weight_map(
     cell_factor: float = 1.5,
     truncate: float = 4.0,
 ) -> np.ndarray:
-    """The authors' overcrowding weight map of a cleaned mask (SPEC 2.1 steps 2-6).
+    """The authors' overcrowding weight map of a cleaned mask (docs/method.md#weight-maps (steps 2-6)).
 
     Args:
         mask: (H, W), any dtype, nonzero = cell; normally the output of

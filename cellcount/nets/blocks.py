@@ -1,4 +1,4 @@
-"""Building blocks shared by the networks (SPEC section 1.1).
+"""Building blocks shared by the networks (docs/method.md#networks).
 
 Conventions reproduced from the authors' Keras code:
 
@@ -8,7 +8,7 @@ Conventions reproduced from the authors' Keras code:
 * 2x2 max-pool down, 2x2 stride-2 transposed conv up (exactly doubles H and W).
 
 WEIGHT-PORT ORDER. The authors' Keras weights are ported to PyTorch by zipping
-the Keras layer list with ``state_dict()`` *positionally* (SPEC 1.3). That only
+the Keras layer list with ``state_dict()`` *positionally* (docs/method.md#importing-the-authors-weights). That only
 works if modules are registered in Keras layer order, so inside each block:
 the main path is registered BEFORE the 1x1 shortcut, and in decoder blocks the
 transposed conv is registered BEFORE the main path; BN comes after the conv it
@@ -132,7 +132,7 @@ def double_conv_relu_bn(in_channels: int, out_channels: int, kernel_size: int) -
 
 
 def init_kaiming_normal(module: nn.Module) -> None:
-    """Init as in the authors' PyTorch port (SPEC 1.1).
+    """Init as in the authors' PyTorch port (docs/method.md#networks).
 
     ``kaiming_normal_`` (fan_in, ReLU gain) on every ``nn.Conv2d`` weight, 1x1
     convs and the head included; conv biases and ``ConvTranspose2d`` keep

@@ -1,4 +1,4 @@
-"""c-ResUnet and ResUnet (SPEC 1.2 and 1.4): one class, two flags.
+"""c-ResUnet and ResUnet (docs/method.md#networks): one class, two flags.
 
 Widths n, 2n, 4n, 8n with n = ``n_features_start`` (paper: 16). Three encoder
 levels, a 5x5 residual bridge, three residual decoder levels, 1x1 head.

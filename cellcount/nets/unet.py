@@ -1,7 +1,7 @@
-"""The paper's UNet and small UNet (SPEC 1.5): the authors' 3-level BN UNet.
+"""The paper's UNet and small UNet (docs/method.md#networks): the authors' 3-level BN UNet.
 
 This is the Keras function ``shorter_unet`` (called ``Unet`` until Aug 2021),
-which SPEC 1.5 concludes produced the paper's UNet (n=8, base width 64) and
+which docs/method.md#networks concludes produced the paper's UNet (n=8, base width 64) and
 small UNet (n=2, base width 16). With base width ``w``:
 
 * encoder levels 1-3: [conv3 -> ReLU -> BN] x 2 with w, 2w, 4w filters, each

@@ -1,0 +1,1 @@
+"""Command-line front ends; ``cellcount`` is :func:`cellcount.cli.main.main`."""

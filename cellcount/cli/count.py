@@ -1,0 +1,260 @@
+"""Count cells in a folder of images: ``cellcount count INPUT... --model M --out DIR``.
+
+``--model`` is a checkpoint path or the name of a shipped model (``pretrained``).
+
+Writes into ``--out``:
+
+* ``counts.csv``: one row per image (file, count, mean/median cell area in px,
+  threshold, cell diameter, model, checkpoint hash, error);
+* ``labels/<name>.tif``: 16-bit label image (0 background, 1..count);
+* ``overlays/<name>.png``: the image with cell outlines and numbers;
+* ``cells/<name>.csv`` (``--per-cell``): id, centroid, area, mean intensity;
+* ``rois/<name>.zip`` (``--rois``): ImageJ/Fiji ROI set.
+
+Every file is written atomically. A bad image is reported in the CSV's error
+column and on stderr, the others are still counted, and the exit status is 1.
+Re-running the same command skips images already counted with the same model
+and options, so an interrupted run resumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tifffile
+from roifile import ImagejRoi, roiwrite
+from scipy import ndimage as ndi
+from skimage.measure import find_contours
+from tqdm.auto import tqdm
+
+from cellcount.counter import CELL_COLUMNS, DEFAULT_TILE_SIZE, Counter, CountResult
+from cellcount.data.io import IMAGE_SUFFIXES, DataError
+from cellcount.evaluation.overlays import render_overlay, save_png
+from cellcount.inference.predict import PRECISIONS
+from cellcount.inference.pretrained import PRETRAINED, resolve_model
+from cellcount.runtime.files import atomic_path, atomic_write_text, file_sha256, write_csv
+
+COUNT_COLUMNS = (
+    "file", "name", "count", "mean_cell_area", "median_cell_area", "threshold", "cell_diameter",
+    "model", "checkpoint_sha256", "error",
+)  # fmt: skip
+RECORDS = ".cellcount/records"
+
+
+# -- inputs --------------------------------------------------------------------------
+def collect_inputs(inputs: Sequence[str], recursive: bool = False) -> list[tuple[Path, str]]:
+    """Expand files, folders and glob patterns into ``(path, output name)`` pairs.
+
+    Folder contents get names from their path inside the folder (``a/b.tif`` ->
+    ``a__b``) so that files of the same name in sub-folders do not collide.
+
+    Raises:
+        DataError: an input matches no image file.
+    """
+    found: list[tuple[Path, str]] = []
+    for item in inputs:
+        matched = _expand(item, recursive)
+        if not matched:
+            hint = " or add --recursive" if Path(item).is_dir() and not recursive else ""
+            raise DataError(
+                f"{item} matches no image file ({', '.join(IMAGE_SUFFIXES)}); check the path{hint}."
+            )
+        found += matched
+    return _unique_names(found)
+
+
+def _expand(item: str, recursive: bool) -> list[tuple[Path, str]]:
+    path = Path(item)
+    if path.is_dir():
+        files = sorted(p for p in path.glob("**/*" if recursive else "*") if _is_image(p))
+        return [(p, "__".join(p.relative_to(path).with_suffix("").parts)) for p in files]
+    if path.is_file():
+        return [(path, path.stem)]
+    matches = sorted(Path(p) for p in glob.glob(item, recursive=recursive))
+    return [(p, p.stem) for p in matches if _is_image(p)]
+
+
+def _is_image(path: Path) -> bool:
+    return (
+        path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
+    )
+
+
+def _unique_names(pairs: list[tuple[Path, str]]) -> list[tuple[Path, str]]:
+    seen: dict[str, int] = {}
+    unique = []
+    for path, name in pairs:
+        seen[name] = seen.get(name, 0) + 1
+        unique.append((path, name if seen[name] == 1 else f"{name}__{seen[name]}"))
+    return unique
+
+
+# -- outputs -------------------------------------------------------------------------
+def write_labels(labels: np.ndarray, path: Path) -> None:
+    """Label image as a compressed 16-bit TIFF (32-bit beyond 65535 cells)."""
+    dtype = np.uint16 if labels.max(initial=0) <= np.iinfo(np.uint16).max else np.uint32
+    with atomic_path(path) as tmp:
+        tifffile.imwrite(tmp, labels.astype(dtype), compression="zlib")
+
+
+def write_rois(labels: np.ndarray, path: Path) -> None:
+    """One ImageJ polygon ROI per cell (outline in image coordinates), as a zip."""
+    rois = []
+    for label, window in enumerate(ndi.find_objects(labels), start=1):
+        if window is None:
+            continue
+        cell = np.pad(labels[window] == label, 1)
+        contour = max(find_contours(cell.astype(np.float32), 0.5), key=len)
+        y0, x0 = window[0].start - 1, window[1].start - 1
+        rois.append(ImagejRoi.frompoints(contour[:, ::-1] + (x0, y0), name=f"cell-{label:05d}"))
+    with atomic_path(path) as tmp:
+        tmp.unlink()  # roiwrite appends to existing zips
+        if rois:
+            roiwrite(tmp, rois)
+        else:
+            tmp.write_bytes(b"PK\x05\x06" + b"\x00" * 18)  # an empty zip archive
+
+
+def write_outputs(result: CountResult, name: str, out: Path, options: argparse.Namespace) -> None:
+    """Write the per-image files that the options ask for."""
+    if not options.no_labels:
+        write_labels(result.labels, out / "labels" / f"{name}.tif")
+    if not options.no_overlays:
+        picture = render_overlay(result.image, result.labels, numbers=True)
+        save_png(picture, out / "overlays" / f"{name}.png")
+    if options.per_cell:
+        write_csv(out / "cells" / f"{name}.csv", result.cells, CELL_COLUMNS)
+    if options.rois:
+        write_rois(result.labels, out / "rois" / f"{name}.zip")
+
+
+def count_row(path: Path, name: str, result: CountResult, model: dict[str, Any]) -> dict[str, Any]:
+    """The ``counts.csv`` row of a counted image."""
+    areas = result.areas
+    return {
+        "file": str(path), "name": name, "count": result.count,
+        "mean_cell_area": round(float(areas.mean()), 2) if areas.size else 0.0,
+        "median_cell_area": round(float(np.median(areas)), 2) if areas.size else 0.0,
+        "threshold": round(result.threshold, 6), **model, "error": "",
+    }  # fmt: skip
+
+
+# -- the run -------------------------------------------------------------------------
+def run_key(options: argparse.Namespace, checkpoint_sha256: str) -> dict[str, Any]:
+    """What must match for a previous result to be reused on a re-run."""
+    return {
+        "checkpoint_sha256": checkpoint_sha256, "threshold": options.threshold,
+        "channel": options.channel, "tta": options.tta, "cell_diameter": options.cell_diameter,
+        "precision": options.precision, "per_cell": options.per_cell,
+        "rois": options.rois, "no_labels": options.no_labels, "no_overlays": options.no_overlays,
+    }  # fmt: skip
+
+
+def previous_row(record: Path, key: dict[str, Any]) -> dict[str, Any] | None:
+    """The stored row of an image counted before with the same key, else None."""
+    try:
+        stored = json.loads(record.read_text())
+    except (OSError, ValueError):
+        return None
+    return stored["row"] if stored.get("key") == key else None
+
+
+def count_all(options: argparse.Namespace) -> int:
+    """Count every input image; return the process exit status (0 ok, 1 some failed)."""
+    out = Path(options.out)
+    inputs = collect_inputs(options.inputs, options.recursive)
+    checkpoint = resolve_model(options.model)
+    counter = Counter.from_checkpoint(
+        checkpoint, options.device, threshold=options.threshold, tile_size=options.tile_size,
+        batch_size=options.batch_size, tta=options.tta, cell_diameter=options.cell_diameter,
+        precision=options.precision,
+    )  # fmt: skip
+    digest = file_sha256(checkpoint)
+    model = {"cell_diameter": counter.cell_diameter, "model": str(counter.module.hparams["arch"]),
+             "checkpoint_sha256": digest}  # fmt: skip
+    key = run_key(options, digest)
+    rows = []
+    for path, name in tqdm(inputs, desc="counting", unit="image", disable=options.quiet):
+        record = out / RECORDS / f"{name}.json"
+        row = previous_row(record, key)
+        if row is None or row["file"] != str(path):
+            row = _count_one(counter, path, name, out, options, model)
+            if not row["error"]:
+                atomic_write_text(record, json.dumps({"key": key, "row": row}))
+        rows.append(row)
+    write_csv(out / "counts.csv", rows, COUNT_COLUMNS)
+    failed = [r for r in rows if r["error"]]
+    if not options.quiet:
+        print(f"counted {len(rows) - len(failed)} of {len(rows)} images -> {out / 'counts.csv'}")
+    return 1 if failed else 0
+
+
+def _count_one(
+    counter: Counter, path: Path, name: str, out: Path, options: argparse.Namespace,
+    model: dict[str, Any],
+) -> dict[str, Any]:  # fmt: skip
+    try:
+        result = counter.count(path, options.channel)
+        write_outputs(result, name, out, options)
+        return count_row(path, name, result, model)
+    except (DataError, ValueError, OSError, MemoryError) as err:
+        print(f"cellcount: {path}: {err}", file=sys.stderr)
+        empty = dict.fromkeys(COUNT_COLUMNS, "")
+        return {**empty, "file": str(path), "name": name, **model, "error": str(err)}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cellcount count",
+        description="Count cells in fluorescence images with a trained model.",
+    )
+    parser.add_argument("inputs", nargs="+", help="image files, folders or glob patterns")
+    parser.add_argument("--model", "--ckpt", dest="model", required=True,
+                        help="checkpoint file (.ckpt), or a shipped model: "
+                             f"{', '.join(PRETRAINED)} (no download)")  # fmt: skip
+    parser.add_argument("--cell-diameter", type=float, default=None,
+                        help="typical cell diameter in px (default: the model's); images "
+                             "are rescaled to the model's cell size")  # fmt: skip
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--recursive", action="store_true", help="search folders recursively")
+    parser.add_argument("--channel", type=int, default=None,
+                        help="channel holding the cells, for multi-channel images")  # fmt: skip
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
+    parser.add_argument("--batch-size", type=int, default=1, help="tiles per forward pass")
+    parser.add_argument("--tile-size", type=int, default=DEFAULT_TILE_SIZE, metavar="SIZE",
+                        help="tile budget (px): images of up to SIZE x SIZE pixels are "
+                             "predicted whole, larger ones in tiles of side <= SIZE; memory "
+                             "grows with it (default %(default)s)")  # fmt: skip
+    parser.add_argument("--threshold", type=float, default=None,
+                        help="probability threshold (default: the model's own)")  # fmt: skip
+    parser.add_argument("--tta", action="store_true", help="average over flipped copies")
+    parser.add_argument("--precision", default="auto", choices=PRECISIONS,
+                        help="network arithmetic; auto (default): bf16 autocast where the "
+                             "CPU/GPU computes it natively, else fp32")  # fmt: skip
+    parser.add_argument("--per-cell", action="store_true", help="write cells/<name>.csv")
+    parser.add_argument("--rois", action="store_true", help="write ImageJ ROI zips")
+    parser.add_argument("--no-labels", action="store_true", help="skip label TIFFs")
+    parser.add_argument("--no-overlays", action="store_true", help="skip overlay PNGs")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI entry point; returns the exit status."""
+    options = build_parser().parse_args(argv)
+    try:
+        return count_all(options)
+    except (DataError, ValueError, FileNotFoundError) as err:
+        print(f"cellcount count: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

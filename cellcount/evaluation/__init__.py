@@ -1,0 +1,2 @@
+"""Evaluation stage, pure NumPy/SciPy: post-processing, matching, metrics, threshold
+selection, overlays, the classical baseline and the Table 1 report."""

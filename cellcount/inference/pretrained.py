@@ -1,0 +1,46 @@
+"""Pretrained models shipped inside the package (no download): names -> files.
+
+``cellcount count --model pretrained`` and ``Counter.from_checkpoint("pretrained")``
+resolve a name listed in :data:`PRETRAINED` to its file in
+``cellcount/resources/models``; anything else is taken as a checkpoint path.
+The shipped files are ordinary cellcount checkpoints with float16 weights
+(half the size; loading casts them back to float32).
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+# name -> (file in resources/models, one-line description)
+PRETRAINED: dict[str, tuple[str, str]] = {
+    "pretrained": (
+        "c_resunet_fluo.ckpt",
+        "c-ResUnet for fluorescent cells and nuclei (synthetic FNC-like + DSB 2018 nuclei)",
+    ),
+}
+
+
+def pretrained_path(name: str) -> Path:
+    """File of a shipped model.
+
+    Raises:
+        KeyError: unknown name (the message lists the known ones).
+        FileNotFoundError: the install lacks the file (reinstall the package).
+    """
+    if name not in PRETRAINED:
+        raise KeyError(f"unknown pretrained model {name!r}; available: {', '.join(PRETRAINED)}")
+    path = Path(str(resources.files("cellcount") / "resources" / "models" / PRETRAINED[name][0]))
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"pretrained model {name!r} is missing from this install ({path}); "
+            f"reinstall cellcount (pip install --force-reinstall cellcount)."
+        )
+    return path
+
+
+def resolve_model(name_or_path: str | Path) -> Path:
+    """A pretrained model's file for a known name, else the given checkpoint path."""
+    if isinstance(name_or_path, str) and name_or_path in PRETRAINED:
+        return pretrained_path(name_or_path)
+    return Path(name_or_path)

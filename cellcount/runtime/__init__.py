@@ -1,0 +1,1 @@
+"""Run-time helpers shared by every stage: atomic files, provenance, allocator tuning."""

@@ -1,11 +1,15 @@
-"""Shared pieces of the benchmark harness: timing statistics, tables, machine facts.
+"""Shared pieces of the benchmark harness: timing statistics, child processes, machine facts.
 
 Every figure is a :class:`Stats` of repeated ``time.perf_counter`` samples taken
-after warm-up calls; tables print its median and its min-max spread.
+after warm-up calls. Sections return plain data (dicts of :class:`Stats`,
+numbers and strings); :func:`plain` turns that into JSON-ready values and
+:meth:`Stats.from_plain` reads a :class:`Stats` back. Turning results into
+Markdown is :mod:`benchmarks.render`'s job, not this module's.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import platform
@@ -14,23 +18,31 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from cellcount import samples
+from scripts.common import DSB_FULL
+
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"  # the project's real images (see its README)
-DSB_ROOT = SHARED_DATA / "dsb2018_stage1_train_fluo"
-FNC_YELLOW = SHARED_DATA / "fnc_samples" / "yellow"
+# The full DSB 2018 fluorescence set (498 images, CC0) is not shipped: sections that
+# need it say so and are skipped when DSB_ROOT is absent (see scripts/common.py).
+DSB_ROOT = DSB_FULL
+FNC_YELLOW = samples.path("fnc_yellow")  # the shipped real FNC yellow samples
 REAL_IMAGES = FNC_YELLOW / "images"
 REAL_MASKS = FNC_YELLOW / "masks"
-FNC_CELL_DIAMETER = 40.0  # px: the FNC neurons (the paper)
-FNC_RADIUS = 50.0  # px: the paper's matching radius for them
+FNC_CELL_DIAMETER = samples.get("fnc_yellow").cell_diameter  # px: the FNC neurons
+FNC_RADIUS = samples.get("fnc_yellow").match_radius  # px: the paper's matching radius
 
 # A spread (max - min) above this fraction of the median is flagged as noisy.
 NOISY_SPREAD = 0.15
+
+Result = dict[str, Any]  # what a section's ``run`` returns: Stats, numbers, strings
 
 _START = time.perf_counter()
 
@@ -50,25 +62,28 @@ class Stats:
 
     samples: list[float]
     warmup: int = 0
-    note: str = ""
     user: list[float] = field(default_factory=list)
     system: list[float] = field(default_factory=list)
     faults: list[int] = field(default_factory=list)
 
     @property
     def n(self) -> int:
+        """Number of samples."""
         return len(self.samples)
 
     @property
     def median(self) -> float:
+        """Median sample."""
         return statistics.median(self.samples)
 
     @property
     def low(self) -> float:
+        """Smallest sample."""
         return min(self.samples)
 
     @property
     def high(self) -> float:
+        """Largest sample."""
         return max(self.samples)
 
     @property
@@ -78,11 +93,16 @@ class Stats:
 
     @property
     def noisy(self) -> bool:
+        """Whether the spread is above :data:`NOISY_SPREAD`."""
         return self.n > 1 and self.spread > NOISY_SPREAD
 
     def rate(self, work: float) -> Stats:
         """``work / sample`` for each sample (e.g. GFLOP/s); note min and max swap."""
-        return Stats([work / s for s in self.samples], self.warmup, self.note)
+        return Stats([work / s for s in self.samples], self.warmup)
+
+    def scaled(self, factor: float) -> Stats:
+        """Every sample times ``factor`` (e.g. seconds per image of a batch)."""
+        return Stats([s * factor for s in self.samples], self.warmup)
 
     @property
     def cpu_per_wall(self) -> float:
@@ -104,10 +124,44 @@ class Stats:
 
     @property
     def median_faults(self) -> float:
+        """Median minor page faults per sample; nan if not taken."""
         return statistics.median(self.faults) if self.faults else float("nan")
+
+    def to_plain(self) -> dict[str, Any]:
+        """A JSON-ready dict (empty CPU and fault lists left out)."""
+        out: dict[str, Any] = {"samples": list(self.samples), "warmup": self.warmup}
+        for name in ("user", "system", "faults"):
+            if getattr(self, name):
+                out[name] = list(getattr(self, name))
+        return out
+
+    @classmethod
+    def from_plain(cls, data: dict[str, Any]) -> Stats:
+        """The :class:`Stats` of a :meth:`to_plain` dict."""
+        return cls(**data)
+
+
+def plain(value: object) -> Any:
+    """``value`` as JSON-ready data: Stats and dataclasses as dicts, numpy as Python, else str."""
+    if isinstance(value, Stats):
+        return value.to_plain()
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {str(key): plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple | set):
+        return [plain(item) for item in value]
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    return str(value)
 
 
 def _faults() -> int:
+    """Minor page faults of this process so far."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
@@ -132,6 +186,18 @@ def measure(function: Callable[[], object], repeats: int, warmup: int = 1) -> St
     return stats
 
 
+def _proc_field(path: str, key: str) -> str | None:
+    """The value of the first ``key: value`` line of ``path`` (e.g. ``/proc/meminfo``)."""
+    try:
+        for line in Path(path).read_text().splitlines():
+            name, _, value = line.partition(":")
+            if name.strip() == key:
+                return value.strip()
+    except OSError:
+        pass
+    return None
+
+
 def peak_rss() -> int:
     """High-water mark of this process's resident set, in bytes (Linux ``VmHWM``).
 
@@ -139,12 +205,9 @@ def peak_rss() -> int:
     parent's peak into a child's ru_maxrss at exec, so a child started from a
     4 GB parent would report >= 4 GB.
     """
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
+    value = _proc_field("/proc/self/status", "VmHWM")
+    if value:
+        return int(value.split()[0]) * 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
@@ -178,92 +241,29 @@ def timed(function: Callable[[], object]) -> tuple[object, float]:
     return result, time.perf_counter() - start
 
 
-# -- formatting ------------------------------------------------------------------------
-def fmt_time(seconds: float) -> str:
-    """Seconds with a unit that keeps 3 significant digits readable."""
-    if seconds >= 100:
-        return f"{seconds:.0f} s"
-    if seconds >= 1:
-        return f"{seconds:.2f} s"
-    if seconds >= 1e-3:
-        return f"{seconds * 1e3:.1f} ms"
-    return f"{seconds * 1e6:.0f} µs"
-
-
-def fmt_stats(stats: Stats, formatter: Callable[[float], str] = fmt_time) -> str:
-    """``median (min–max)``, with a ``!`` when the spread is above ``NOISY_SPREAD``."""
-    if stats.n == 1:
-        return f"{formatter(stats.median)} (1 run)"
-    flag = " !" if stats.noisy else ""
-    return f"{formatter(stats.median)} ({formatter(stats.low)}–{formatter(stats.high)}){flag}"
-
-
-def fmt_number(value: float, digits: int = 1) -> str:
-    return f"{value:,.{digits}f}"
-
-
-def fmt_ratio(value: float) -> str:
-    return f"{value:.1f}x" if value >= 10 else f"{value:.2f}x"
-
-
-def fmt_bytes(count: float) -> str:
-    return f"{count / 2**30:.2f} GiB" if count >= 2**30 else f"{count / 2**20:.0f} MiB"
-
-
-def table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    """A Markdown table."""
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def verdict(ok: bool) -> str:
-    return "**met**" if ok else "**not met**"
-
-
-@dataclass
-class Section:
-    """One part of BENCHMARKS.md: a title, Markdown text and the raw numbers."""
-
-    title: str
-    body: str
-    data: dict[str, Any] = field(default_factory=dict)
-    noisy: bool = False
-
-
 # -- machine ---------------------------------------------------------------------------
 def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+    """The CPU's model name from ``/proc/cpuinfo``."""
+    return _proc_field("/proc/cpuinfo", "model name") or platform.processor() or "unknown"
 
 
 def cpu_flags() -> set[str]:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
+    """The CPU's feature flags from ``/proc/cpuinfo``."""
+    value = _proc_field("/proc/cpuinfo", "flags")
+    return set(value.split()) if value else set()
 
 
 def memory_total() -> int:
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
+    """Total memory in bytes (``MemTotal`` of ``/proc/meminfo``); 0 if unknown."""
+    value = _proc_field("/proc/meminfo", "MemTotal")
+    return int(value.split()[0]) * 1024 if value else 0
 
 
 def git_revision() -> str:
+    """Short commit of the checkout, marked when tracked files have uncommitted changes."""
+
     def git(*args: str) -> str:
+        """Stdout of one git command in the repository."""
         done = subprocess.run(
             ["git", *args], cwd=REPO, capture_output=True, text=True, check=False, timeout=30
         )
@@ -289,43 +289,43 @@ PACKAGES = (
     "tifffile",
     "onnxruntime",
 )
+ISA_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
+THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 
-def machine_facts() -> list[tuple[str, str]]:
-    """(name, value) rows describing the machine, threads and package versions."""
+def _version(name: str) -> str:
+    """The installed version of package ``name``."""
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def machine_facts() -> dict[str, Any]:
+    """The machine, its threads and the package versions, as plain values."""
     import torch
 
     flags = cpu_flags()
-    isa = [name for name in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if name in flags]
-    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
-    rows = [
-        ("CPU", f"{cpu_model()} ({platform.machine()}; {', '.join(isa) or 'no AVX2'})"),
-        ("cores", f"{os.cpu_count()} logical, {affinity} usable by this process"),
-        ("memory", fmt_bytes(memory_total())),
-        (
-            "torch threads",
-            f"{torch.get_num_threads()} intra-op, {torch.get_num_interop_threads()} inter-op",
-        ),
-        (
-            "thread env",
-            ", ".join(
-                f"{k}={os.environ.get(k, 'unset')}" for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
-            ),
-        ),
-        ("oneDNN (mkldnn)", str(torch.backends.mkldnn.is_available())),
-        ("OS", f"{platform.system()} {platform.release()}"),
-        ("Python", platform.python_version()),
-    ]
-    for name in PACKAGES:
-        try:
-            rows.append((name, metadata.version(name)))
-        except metadata.PackageNotFoundError:
-            rows.append((name, "not installed"))
-    rows.append(("cellcount", git_revision()))
-    return rows
+    return {
+        "cpu": cpu_model(),
+        "arch": platform.machine(),
+        "isa": [name for name in ISA_FLAGS if name in flags],
+        "logical_cores": os.cpu_count() or 1,
+        "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "memory_bytes": memory_total(),
+        "torch_threads": torch.get_num_threads(),
+        "interop_threads": torch.get_num_interop_threads(),
+        "thread_env": {name: os.environ.get(name, "unset") for name in THREAD_ENV},
+        "mkldnn": bool(torch.backends.mkldnn.is_available()),
+        "os": f"{platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+        "packages": {name: _version(name) for name in PACKAGES},
+        "revision": git_revision(),
+    }
 
 
 def load_average() -> tuple[float, float, float]:
+    """The 1, 5 and 15 minute load averages (nan where unavailable)."""
     try:
         return os.getloadavg()
     except OSError:

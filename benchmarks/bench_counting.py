@@ -1,6 +1,6 @@
 """Section 5: end-to-end counting of real images (Counter API stages and the CLI).
 
-The stage table and the target row use the shipped pretrained c_resunet, so the
+The stage table and the first CLI row use the shipped pretrained c_resunet, so the
 post-processing and outputs see the real cells of the FNC samples. The CLI is
 also run with the other paper nets, untrained (time does not depend on the
 weights, and the untrained maps give few cells, so their downstream stages are
@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 import cellcount.cli.count as count_cli
-from benchmarks.bench_common import Section, Stats, fmt_stats, fmt_time, progress, table
+from benchmarks.bench_common import Result, Stats, progress
 from cellcount.counter import DEFAULT_TILE_SIZE, Counter, cell_table
 from cellcount.data.io import read_image, read_labels
 from cellcount.evaluation.overlays import render_overlay, save_png
@@ -29,7 +29,6 @@ from cellcount.evaluation.postprocess import postprocess
 from cellcount.inference.checkpoints import save_checkpoint
 from cellcount.training.module import CellSegModule
 
-TARGET_SECONDS = 1.2  # per 1600x1200 image, end to end
 # The untrained c_resunet map is noise around 0.58 (1st-99th percentile 0.12-0.90).
 # Above ~0.75 nothing survives the 200-px object filter; below ~0.65 the noise
 # percolates into one image-sized object whose watershed is unrealistically slow.
@@ -62,6 +61,7 @@ class CliCase:
     images: int | None = None  # the first N images; None = all
 
     def argv(self, folder: Path, checkpoints: dict[str, Path], out: Path) -> list[str]:
+        """The CLI arguments of this case for ``folder``, writing to ``out``."""
         model = str(checkpoints.get(self.model, self.model))
         return [str(folder), "--model", model, "--out", str(out), "--quiet", *self.options]
 
@@ -99,6 +99,7 @@ def _run_cli(argv: Sequence[str], out: Path) -> tuple[Stats, float, int, list[di
     original: Callable[..., dict[str, Any]] = count_cli._count_one
 
     def timed_count_one(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        """``_count_one``, timed."""
         start = time.perf_counter()
         try:
             return original(*args, **kwargs)
@@ -125,36 +126,32 @@ def _linked(images: list[Path], folder: Path) -> Path:
     return folder
 
 
-def _cli_rows(
-    cases: Sequence[CliCase], images: list[Path], scratch: Path
-) -> tuple[list[list[object]], dict[str, Any]]:
+def _cli_results(cases: Sequence[CliCase], images: list[Path], scratch: Path) -> list[Result]:
+    """Run every CLI case on (the first N of) ``images``; per-image times, wall, counts."""
     checkpoints = {arch: make_checkpoint(scratch, arch) for arch in
                    {c.model for c in cases if c.model != "pretrained"}}  # fmt: skip
-    rows: list[list[object]] = []
-    data: dict[str, Any] = {}
+    out = []
     for index, case in enumerate(cases):
         subset = images[: case.images] if case.images else images
         folder = _linked(subset, scratch / f"in{index}")
-        out = scratch / f"out{index}"
-        per_image, wall, status, counted = _run_cli(case.argv(folder, checkpoints, out), out)
-        counts = [int(row["count"]) for row in counted if row["count"] != ""]
-        rows.append(
-            [
-                case.label,
-                f"**{fmt_stats(per_image)}**",
-                per_image.n,
-                fmt_time(wall / max(len(counted), 1)),
-                ", ".join(map(str, counts)),
-                status,
-            ]
+        dest = scratch / f"out{index}"
+        per_image, wall, status, counted = _run_cli(case.argv(folder, checkpoints, dest), dest)
+        out.append(
+            {
+                "label": case.label,
+                "per_image": per_image,
+                "wall_s": wall,
+                "rows": len(counted),
+                "counts": [int(row["count"]) for row in counted if row["count"] != ""],
+                "status": status,
+            }
         )
-        data[case.label] = {"per_image_s": per_image.samples, "wall_s": wall, "counts": counts}
         progress(f"counting CLI, {case.label}: {per_image.median:.2f} s per image")
-    return rows, data
+    return out
 
 
 def default_cases(archs: Sequence[str], unet_images: int) -> list[CliCase]:
-    """The target row, its options, then each architecture untrained."""
+    """The default-options row, its variations, then each architecture untrained."""
     cases = [
         CliCase("`--model pretrained` (defaults: bf16 auto, labels + overlays)", "pretrained"),
         CliCase("`--model pretrained --no-overlays`", "pretrained", ("--no-overlays",)),
@@ -171,63 +168,34 @@ def default_cases(archs: Sequence[str], unet_images: int) -> list[CliCase]:
     return cases
 
 
-def run(images: list[Path], repeats: int, cases: Sequence[CliCase]) -> Section:
-    """Counter stage breakdown on ``images[0]``, then each CLI case on the real images."""
+def run(images: list[Path], repeats: int, cases: Sequence[CliCase]) -> Result:
+    """Counter stage breakdown on ``images[0]``, then each CLI case on the real images.
+
+    Returns:
+        The first image's name and size, the Counter's settings, ``stages`` (stage
+        name -> :class:`Stats`, with ``total``), ``truth`` (cells in each image's
+        mask) and ``cli`` (one :func:`_cli_results` entry per case; the first is
+        the default-options row).
+    """
     first = images[0]
     counter = Counter.from_checkpoint("pretrained", device="cpu")
     height, width = read_image(first).shape[:2]
-    truth = [int(read_labels(_mask(path)).max(initial=0)) for path in images]
     with tempfile.TemporaryDirectory(prefix="cellcount-bench-") as scratch:
         scratch_dir = Path(scratch)
         stages = _stage_times(counter, first, scratch_dir / "api", repeats)
         progress(f"counting via Counter: {stages['total'].median:.2f} s per image")
-        cli_rows, cli_data = _cli_rows(cases, images, scratch_dir)
-    target = cli_data[cases[0].label]
-    per_image = Stats(target["per_image_s"])
-    met = per_image.median < TARGET_SECONDS
-    verdict = "not checked at this image size" if (height, width) != (1200, 1600) else (
-        "met" if met else "**not met**")  # fmt: skip
-    breakdown = [[name, fmt_stats(stats)] for name, stats in stages.items() if name != "total"]
-    breakdown.append(["**total**", f"**{fmt_stats(stages['total'])}**"])
-    body = (
-        f"One real {width}x{height} image (`{first.name}`), the shipped pretrained c_resunet "
-        f"(`Counter.from_checkpoint('pretrained', 'cpu')`: threshold {counter.threshold:.2f}, "
-        f"precision {counter.precision}, tile budget {DEFAULT_TILE_SIZE} px so one forward "
-        "pass), stages as `Counter.count` runs them, then what the CLI writes by default "
-        "(`write_labels`: zlib 16-bit label TIFF; `render_overlay(..., numbers=True)` + "
-        f"`save_png`). One warm-up pass, then {stages['total'].n} timed passes.\n\n"
-        + table(["stage", "median (min–max)"], breakdown)
-        + "\n\nThe counting CLI, in-process `cellcount.count.main([folder, --model M, --out "
-        "DIR, --quiet, ...])` on the folder of real images (default device: CPU here). *Per "
-        "image* = each image's read + count + writes (timed by wrapping `cellcount.cli.count."
-        "_count_one`); *wall / image* = the whole call (checkpoint load and hash, CSV) "
-        "divided by the images. Models are warm from the rows above and section 4 (same "
-        "process; run alone, the first image of each also creates its oneDNN kernels). "
-        f"The masks count {', '.join(map(str, truth))} cells in these images; the counts "
-        "without `--cell-diameter` are at the model's own 16 px cell size, not these ~40 px "
-        "neurons (they show the downstream workload; see README for counting FNC images).\n\n"
-        + table(
-            [
-                "`cellcount count`",
-                "s per image, median (min–max)",
-                "images",
-                "wall / image",
-                "counts",
-                "exit status",
-            ],
-            cli_rows,
-        )
-        + f"\n\nTarget: end to end < {TARGET_SECONDS} s per 1600x1200 image with the default "
-        f"options — {verdict} ({fmt_time(per_image.median)})."
-    )
-    data: dict[str, Any] = {
-        "stages_s": {name: s.samples for name, s in stages.items()},
-        "cli": cli_data,
-        "cli_per_image_s": target["per_image_s"],
-        "target_checked": (height, width) == (1200, 1600),
+        cli = _cli_results(cases, images, scratch_dir)
+    return {
+        "image": first.name,
+        "height": height,
+        "width": width,
+        "threshold": counter.threshold,
+        "precision": counter.precision,
+        "tile_size": DEFAULT_TILE_SIZE,
+        "stages": stages,
+        "truth": [int(read_labels(_mask(path)).max(initial=0)) for path in images],
+        "cli": cli,
     }
-    noisy = stages["total"].noisy or per_image.noisy
-    return Section(f"5. End-to-end counting ({width}x{height} real images)", body, data, noisy)
 
 
 def _mask(image: Path) -> Path:

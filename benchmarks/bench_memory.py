@@ -21,17 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.bench_common import (
-    Section,
-    fmt_bytes,
-    fmt_time,
-    peak_rss,
-    progress,
-    run_child,
-    table,
-)
-
-TARGET_LARGE_BYTES = 4 * 10**9  # "8000x8000 peak < 4 GB"
+from benchmarks.bench_common import Result, peak_rss, progress, run_child
 
 
 def tiled_image(source: Path, height: int, width: int, out: Path) -> Path:
@@ -48,6 +38,7 @@ def tiled_image(source: Path, height: int, width: int, out: Path) -> Path:
 
 # -- child side -------------------------------------------------------------------------
 def _child(job: dict[str, Any]) -> dict[str, Any]:
+    """Count ``job["image"]`` with the CLI in this process; peak RSS before and after."""
     start = time.perf_counter()
     import cellcount.cli.count as count_cli
     from cellcount.runtime.allocator import MALLOC_TUNING_ENV
@@ -73,7 +64,7 @@ def _child(job: dict[str, Any]) -> dict[str, Any]:
 def _cases(
     image: Path, folder: Path, large_side: int, large_tiles: tuple[int, ...], include_large: bool
 ) -> list[tuple[str, dict[str, Any], bool]]:
-    """(row name, child job, is the target row) for each case."""
+    """(row name, child job, is the large default-tile row) for each case."""
     from cellcount.counter import DEFAULT_TILE_SIZE
     from cellcount.data.io import read_array
 
@@ -101,67 +92,38 @@ def _cases(
 
 def run(
     image: Path, model: str, large_side: int, large_tiles: tuple[int, ...], include_large: bool
-) -> Section:
-    """Peak RSS of counting ``image`` and a ``large_side`` square tiling of it with ``model``."""
+) -> Result:
+    """Peak RSS of counting ``image`` and a ``large_side`` square tiling of it with ``model``.
+
+    Returns:
+        The settings (``model``, ``default_tile``, ``malloc_env``, ``large_side``,
+        ``include_large``) and ``cases``: per row its ``name``, whether it is the
+        large default-tile row (``large_default``) and the child's figures
+        (``peak_rss``, ``baseline_rss``, ``seconds``, ``count``, ``status``).
+    """
     from cellcount.counter import DEFAULT_TILE_SIZE
     from cellcount.runtime.allocator import MALLOC_TUNING_ENV
 
-    rows = []
-    data: dict[str, Any] = {}
+    results = []
     with tempfile.TemporaryDirectory(prefix="cellcount-bench-mem-") as scratch:
         folder = Path(scratch)
         cases = _cases(image, folder, large_side, large_tiles, include_large)
-        for index, (name, job, is_target) in enumerate(cases):
+        for index, (name, job, large_default) in enumerate(cases):
             job.update(model=model, out=str(folder / f"out{index}"))
             result = run_child("benchmarks.bench_memory", job, timeout=3600)
-            data[name] = result
-            target = ""
-            if is_target:
-                data["large_peak_rss"] = result["peak_rss"]
-                ok = result["peak_rss"] < TARGET_LARGE_BYTES
-                target = f" — target < 4 GB: {'met' if ok else 'NOT met'}" * (large_side == 8000)
-            rows.append(
-                [
-                    name,
-                    f"**{fmt_bytes(result['peak_rss'])}**{target}",
-                    fmt_bytes(result["baseline_rss"]),
-                    fmt_bytes(result["peak_rss"] - result["baseline_rss"]),
-                    fmt_time(result["seconds"]),
-                    result["count"],
-                ]
-            )
+            results.append({"name": name, "large_default": large_default, **result})
             progress(
-                f"memory, {name}: peak {fmt_bytes(result['peak_rss'])} in {result['seconds']:.0f} s"
+                f"memory, {name}: peak {result['peak_rss'] / 2**30:.2f} GiB "
+                f"in {result['seconds']:.0f} s"
             )
-    body = (
-        "Each row is one fresh `python -m benchmarks.bench_memory` process; the peak is "
-        "its own resident-set high-water mark at exit (`VmHWM` in `/proc/self/status`; "
-        "psutil is not installed, and `ru_maxrss` is unusable here because Linux folds the "
-        "parent's peak into a child's at exec). Each runs the counting CLI in that process "
-        f"(`cellcount.count.main([image, --model {model}, --tile-size S, ...])`: read, "
-        "predict (bf16 auto), post-process, cell table, label TIFF + overlay PNG) on CPU, "
-        f"with `--tile-size` {DEFAULT_TILE_SIZE} (the default) unless the row says "
-        "otherwise, and glibc's malloc tuned as the `Counter` does "
-        "(`cellcount.runtime.allocator.tune_allocator`: no mmap, no trim below 2 GiB; faster "
-        "inference, larger peak); *glibc malloc defaults* rows run with "
-        f"`{MALLOC_TUNING_ENV}=0`. The large image is the real one repeated to "
-        f"{large_side}x{large_side} (an uncompressed TIFF), so it holds real cells. "
-        "*after imports* is the peak before any work (interpreter, torch, cellcount). One "
-        "run each (a peak, not a timing); the time column includes process start, imports "
-        "and, for large images, the whole tiled inference.\n\n"
-        + table(
-            ["case", "peak RSS", "after imports", "peak - imports", "process wall time", "cells"],
-            rows,
-        )
-        + (
-            f"\n\nFor scale, at {large_side}x{large_side} the float32 RGB image alone is "
-            f"{fmt_bytes(large_side**2 * 12)}, and the float32 probability map and the int32 "
-            f"label image {fmt_bytes(large_side**2 * 4)} each."
-            if include_large
-            else "\n\nThe large-image rows were skipped (--skip-large)."
-        )
-    )
-    return Section("6. Peak memory", body, data)
+    return {
+        "model": model,
+        "default_tile": DEFAULT_TILE_SIZE,
+        "malloc_env": MALLOC_TUNING_ENV,
+        "large_side": large_side,
+        "include_large": include_large,
+        "cases": results,
+    }
 
 
 if __name__ == "__main__":

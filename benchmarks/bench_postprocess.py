@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import time
 from functools import partial
-from typing import Any
 
 import numpy as np
 from scipy import ndimage as ndi
 
-from benchmarks.bench_common import Section, fmt_stats, fmt_time, measure, progress, table
+from benchmarks.bench_common import Result, measure, progress
 from cellcount.evaluation.postprocess import PostprocessParams, postprocess
 from cellcount.evaluation.scoring import score_image
 
-TARGET_100_CELLS = 0.3  # s per 1600x1200 image
 RADII = (12, 18)
 SPACING = 40  # px between grid slots: > max_filter_size (30), so each disc stays one cell
 
@@ -44,80 +42,47 @@ def probability_map(mask: np.ndarray) -> np.ndarray:
 
 
 def _post_and_match(prob: np.ndarray, mask: np.ndarray, params: PostprocessParams) -> None:
+    """Post-process ``prob`` and match the cells to ``mask`` (the combined column)."""
     score_image(postprocess(prob, 0.5, params), mask)
 
 
-def run(height: int, width: int, counts: tuple[int, ...], repeats: int) -> Section:
-    params = PostprocessParams()
-    rows = []
-    data: dict[str, Any] = {}
-    noisy = False
-    totals: dict[int, float] = {}
-    for count in counts:
-        mask = spaced_discs(height, width, count, seed=count)
-        prob = probability_map(mask)
-        labels = postprocess(prob, 0.5, params)
-        score = score_image(labels, mask)
+def _one_count(
+    height: int, width: int, count: int, repeats: int, params: PostprocessParams
+) -> Result:
+    """Post-processing, matching and both together on an image of ``count`` discs."""
+    mask = spaced_discs(height, width, count, seed=count)
+    prob = probability_map(mask)
+    labels = postprocess(prob, 0.5, params)
+    score = score_image(labels, mask)
+    post = measure(partial(postprocess, prob, 0.5, params), repeats)
+    match = measure(partial(score_image, labels, mask), repeats)
+    cpu_start, wall_start = time.process_time(), time.perf_counter()
+    total = measure(partial(_post_and_match, prob, mask, params), repeats)
+    cpu_share = (time.process_time() - cpu_start) / (time.perf_counter() - wall_start)
+    progress(f"post-processing + matching, {count} cells: {total.median * 1e3:.0f} ms")
+    return {
+        "found": score.match.n_pred,
+        "tp": score.match.tp,
+        "postprocess": post,
+        "matching": match,
+        "total": total,
+        "cpu_share": cpu_share,
+    }
 
-        post = measure(partial(postprocess, prob, 0.5, params), repeats)
-        match = measure(partial(score_image, labels, mask), repeats)
-        cpu_start, wall_start = time.process_time(), time.perf_counter()
-        total = measure(partial(_post_and_match, prob, mask, params), repeats)
-        cpu_share = (time.process_time() - cpu_start) / (time.perf_counter() - wall_start)
-        totals[count] = total.median
-        noisy |= total.noisy
-        target = ""
-        if count == 100 and (height, width) == (1200, 1600):
-            target = f" — target < {TARGET_100_CELLS} s: " + (
-                "met" if total.median < TARGET_100_CELLS else "NOT met"
-            )
-        rows.append(
-            [
-                count,
-                f"{score.match.n_pred} / {score.match.tp}",
-                fmt_stats(post),
-                fmt_stats(match),
-                f"**{fmt_stats(total)}**{target}",
-                fmt_time(total.median / count),
-                f"{cpu_share:.2f}",
-            ]
-        )
-        data[str(count)] = {
-            "postprocess_s": post.samples,
-            "matching_s": match.samples,
-            "total_s": total.samples,
-            "found": score.match.n_pred,
-            "tp": score.match.tp,
-            "cpu_share": cpu_share,
-        }
-        progress(f"post-processing + matching, {count} cells: {total.median * 1e3:.0f} ms")
-    low, high = min(counts), max(counts)
-    marginal = (totals[high] - totals[low]) / (high - low)
-    fixed = totals[low] - marginal * low
-    body = (
-        f"Synthetic {width}x{height} images with N separate discs (radius {RADII[0]}–"
-        f"{RADII[1]} px on a {SPACING}-px grid), probability map = the disc mask blurred "
-        "with a 2-px Gaussian, threshold 0.5, the paper's post-processing constants; "
-        "matching = `score_image` (label the true mask, bounding-box centres, greedy, "
-        f"< 50 px). One warm-up call, then {repeats} timed calls, for each column of each row. "
-        "Threads are left as they are, but this is single-core work (scipy.ndimage, "
-        "scikit-image and numpy here do not use threads): the *CPU/wall* column is "
-        "process CPU time over wall time during the combined runs (~1.0 = one core busy).\n\n"
-        + table(
-            [
-                "cells",
-                "found / matched",
-                "post-process",
-                "matching",
-                "post-process + matching",
-                "per cell",
-                "CPU/wall",
-            ],
-            rows,
-        )
-        + f"\n\nLinear fit through the {low}- and {high}-cell rows: about "
-        f"{fmt_time(max(fixed, 0.0))} per image (labelling and filters over every pixel) + "
-        f"{fmt_time(marginal)} per cell."
-    )
-    data["fixed_s"], data["per_cell_s"] = fixed, marginal
-    return Section("2. Post-processing + matching", body, data, noisy)
+
+def run(height: int, width: int, counts: tuple[int, ...], repeats: int) -> Result:
+    """Time post-processing and matching per image at each number of cells.
+
+    Returns:
+        The image size, the disc layout (``radii``, ``spacing``), ``repeats`` and
+        ``counts``: per number of cells (a string key), what :func:`_one_count` measured.
+    """
+    params = PostprocessParams()
+    return {
+        "height": height,
+        "width": width,
+        "radii": RADII,
+        "spacing": SPACING,
+        "repeats": repeats,
+        "counts": {str(n): _one_count(height, width, n, repeats, params) for n in counts},
+    }

@@ -32,10 +32,8 @@ from benchmarks.bench_common import (
     FNC_RADIUS,
     FNC_YELLOW,
     REPO,
-    Section,
-    fmt_time,
+    Result,
     progress,
-    table,
 )
 from cellcount.counter import Counter
 from cellcount.data.io import Sample, find_samples, load_pair
@@ -67,6 +65,7 @@ class _Recording(Counter):
     last: np.ndarray | None = None
 
     def probabilities(self, image: np.ndarray) -> np.ndarray:
+        """The probability map, kept as ``last``."""
         self.last = super().probabilities(image)
         return self.last
 
@@ -80,7 +79,7 @@ def shipped_model() -> Path:
         raise FileNotFoundError(
             f"the shipped pretrained model {expected} does not exist (yet). Section 8 "
             "compares its fp32 and bf16 counts: train it with `make pretrained` "
-            "(benchmarks/make_pretrained.py, which also writes its model card .json), or "
+            "(scripts/make_pretrained.py, which also writes its model card .json), or "
             "pass another checkpoint with `--precision-model CKPT` (its model card, CKPT "
             "with the suffix .json and a list `val_images`, must lie next to it)."
         ) from None
@@ -94,7 +93,7 @@ def validation_names(model: Path) -> list[str]:
     except FileNotFoundError:
         raise FileNotFoundError(
             f"no model card {card} next to {model}: section 8 needs its `val_images` "
-            "(benchmarks/make_pretrained.py writes it)."
+            "(scripts/make_pretrained.py writes it)."
         ) from None
     except (KeyError, TypeError, json.JSONDecodeError) as err:
         raise ValueError(f"model card {card} has no list `val_images` ({err!r})") from err
@@ -132,7 +131,7 @@ def default_datasets(
             fnc[:fnc_limit],
             FNC_CELL_DIAMETER,
             FNC_RADIUS,
-            f"the {len(fnc)} real samples in `fnc_samples/yellow`"
+            f"the {len(fnc)} real samples in `{_shown(fnc_root)}`"
             + (f" (first {fnc_limit} in this run)" if fnc_limit and fnc_limit < len(fnc) else "")
             + f", counted as {FNC_CELL_DIAMETER:g} px cells, matched within {FNC_RADIUS:g} px",
         ),
@@ -202,13 +201,18 @@ def compare(model: Path, dataset: Dataset) -> dict[str, Any]:
 
 
 def _percent(delta: float, base: float) -> float:
+    """``delta`` as a percentage of ``base`` (inf when base is 0 and delta is not)."""
     if base > 0:
         return 100 * delta / base
     return 0.0 if delta == 0 else float("inf")
 
 
-def _yes(ok: bool) -> str:
-    return "**yes**" if ok else "**no**"
+def _shown(path: Path) -> str:
+    """``path`` relative to the repository where it lies inside it."""
+    try:
+        return str(Path(path).relative_to(REPO))
+    except ValueError:
+        return str(path)
 
 
 def run(
@@ -216,90 +220,35 @@ def run(
     datasets: list[Dataset] | None = None,
     dsb_limit: int | None = None,
     fnc_limit: int | None = None,
-) -> Section:
-    """Compare fp32 and bf16 counting of ``model`` (default: the shipped one)."""
+) -> Result:
+    """Compare fp32 and bf16 counting of ``model`` (default: the shipped one).
+
+    Returns:
+        ``model`` (as shown), ``shipped``, the tolerance (``max_delta_f1``,
+        ``max_delta_mae``), ``datasets``: name -> :func:`compare`'s result plus
+        ``about``, and ``verdict``: bf16 within tolerance on every dataset.
+    """
     shipped = model is None
     model = shipped_model() if model is None else Path(model)
     if not model.is_file():
         raise FileNotFoundError(f"checkpoint {model} does not exist")
     if datasets is None:
         datasets = default_datasets(model, dsb_limit=dsb_limit, fnc_limit=fnc_limit)
-    data: dict[str, Any] = {"model": str(model), "shipped": shipped, "datasets": {}}
-    rows: list[list[object]] = []
-    verdicts: list[str] = []
-    about: list[str] = []
+    results: dict[str, Result] = {}
     for dataset in datasets:
         progress(f"precision: {dataset.name}, {len(dataset.samples)} images x {PRECISIONS}")
-        result = compare(model, dataset)
-        data["datasets"][dataset.name] = result
+        result = results[dataset.name] = {**compare(model, dataset), "about": dataset.about}
         f1, mae = result["f1"], result["mae"]
-        time_fp32, time_bf16 = (sum(result["seconds"][p]) for p in PRECISIONS)
-        rows.append(
-            [
-                dataset.name,
-                result["images"],
-                f"{f1['fp32']:.4f}",
-                f"{f1['bf16']:.4f}",
-                f"{result['delta_f1']:.4f}",
-                f"{mae['fp32']:.3f}",
-                f"{mae['bf16']:.3f}",
-                f"{result['delta_mae']:+.3f} ({result['delta_mae_pct']:+.2f}%)",
-                f"{len(result['count_changed'])} ({result['count_abs_diff']} cells)",
-                f"{result['max_abs_prob_diff']:.3f}",
-                f"{result['flipped_pixel_share']:.2e}",
-                f"{fmt_time(time_fp32)} / {fmt_time(time_bf16)}",
-                _yes(result["verdict"]),
-            ]
-        )
-        verdicts.append(f"- {dataset.name}: bf16 within tolerance: {_yes(result['verdict'])}")
-        about.append(f"- *{dataset.name}*: {dataset.about}.")
         progress(
             f"precision {dataset.name}: F1 {f1['fp32']:.4f} / {f1['bf16']:.4f}, "
             f"MAE {mae['fp32']:.3f} / {mae['bf16']:.3f}, "
             f"{len(result['count_changed'])} counts differ, within: {result['verdict']}"
         )
-    data["verdict"] = all(d["verdict"] for d in data["datasets"].values())
-    try:
-        shown = model.relative_to(REPO)
-    except ValueError:
-        shown = model
-    threshold = next(iter(data["datasets"].values()))["threshold"] if datasets else float("nan")
-    body = (
-        f"Model `{shown}` (threshold {threshold:.3f}), counted with `Counter.from_checkpoint("
-        "model, 'cpu', precision=p, cell_diameter=...).count(image)` for p in fp32 and bf16 "
-        "(bf16: the network under `torch.autocast('cpu', dtype=torch.bfloat16)`, weights and "
-        "post-processing in float32), each image in both precisions back to back, scored "
-        "with `cellcount.evaluation.scoring.score_image` (bounding-box centres, greedy matching) and "
-        "`cellcount.evaluation.metrics.summarize` (micro-averaged F1, counting MAE). Images:\n\n"
-        + "\n".join(about)
-        + "\n\nThe rule for making bf16 the CPU default: on the validation images, "
-        f"|ΔF1| <= {MAX_DELTA_F1} and |ΔMAE| <= {MAX_DELTA_MAE:.0%} of the fp32 MAE "
-        "(Δ = bf16 - fp32). *Counts differ*: images whose bf16 count is not the fp32 count "
-        "(in brackets the sum of the absolute differences); *max Δprob*: largest absolute "
-        "per-pixel probability difference over all images; *flipped pixels*: mean share of "
-        "pixels on different sides of the threshold; *time*: `count` (network, "
-        "post-processing, cell table) of the whole dataset, fp32 / bf16, one pass without "
-        "warm-up (images of new sizes create new kernels), for information only.\n\n"
-        + table(
-            [
-                "images",
-                "n",
-                "F1 fp32",
-                "F1 bf16",
-                "ΔF1 (abs)",
-                "MAE fp32",
-                "MAE bf16",
-                "ΔMAE (% of fp32)",
-                "counts differ",
-                "max Δprob (abs)",
-                "flipped pixels",
-                "time fp32 / bf16",
-                "within tolerance",
-            ],
-            rows,
-        )
-        + "\n\n"
-        + "\n".join(verdicts)
-        + f"\n- all: bf16 within tolerance: {_yes(data['verdict'])}"
-    )
-    return Section("8. bf16 vs fp32 inference accuracy (CPU default?)", body, data)
+    return {
+        "model": _shown(model),
+        "shipped": shipped,
+        "max_delta_f1": MAX_DELTA_F1,
+        "max_delta_mae": MAX_DELTA_MAE,
+        "datasets": results,
+        "verdict": all(d["verdict"] for d in results.values()),
+    }

@@ -24,16 +24,7 @@ from typing import Any
 
 import torch
 
-from benchmarks.bench_common import (
-    Section,
-    Stats,
-    fmt_ratio,
-    fmt_stats,
-    fmt_time,
-    measure,
-    progress,
-    table,
-)
+from benchmarks.bench_common import Result, Stats, measure, progress
 from benchmarks.bench_inference import Plan
 from cellcount.nets import build_net
 from cellcount.training.losses import weighted_bce
@@ -133,10 +124,46 @@ def time_variant(
 
 
 def _devices() -> list[tuple[torch.device, tuple[Variant, ...]]]:
+    """The CPU with its variants, and the first CUDA device with the GPU ones if present."""
     devices: list[tuple[torch.device, tuple[Variant, ...]]] = [(torch.device("cpu"), CPU_VARIANTS)]
     if torch.cuda.is_available():
         devices.append((torch.device("cuda"), GPU_VARIANTS))
     return devices
+
+
+def _time_plan(
+    plan: Plan,
+    variants: tuple[Variant, ...],
+    device: torch.device,
+    batch: dict[str, torch.Tensor],
+    gpu_repeats: int,
+) -> Result:
+    """Every variant of one net on one device, back to back.
+
+    Returns:
+        ``warmup`` (steps), ``warm_crop`` (their crop side), ``variants``: name ->
+        ``stats`` (seconds per step) and ``first_loss``.
+    """
+    batch_size, crop = batch["image"].shape[0], batch["image"].shape[-1]
+    if device.type == "cuda":
+        warm_crop, warmup, repeats = crop, GPU_WARMUP, gpu_repeats
+    else:
+        warm_crop = max(32, int(crop * plan.warmup_side) // 8 * 8)
+        warmup, repeats = 1, plan.repeats
+    warmup_batch = batch if warm_crop == crop else make_batch(batch_size, warm_crop, device)
+    results: dict[str, Any] = {}
+    for variant in variants:
+        stats, first_loss = time_variant(
+            plan, variant, device, batch, warmup_batch, repeats, warmup
+        )
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        results[variant.name] = {"stats": stats, "first_loss": first_loss}
+        progress(
+            f"training {plan.arch} {device.type} {variant.name}: "
+            f"{stats.rate(batch_size).median:.2f} crops/s ({stats.median:.2f} s/step)"
+        )
+    return {"warmup": warmup, "warm_crop": warm_crop, "variants": results}
 
 
 def run(
@@ -145,131 +172,32 @@ def run(
     batch_size: int,
     gpu_repeats: int,
     devices: list[tuple[torch.device, tuple[Variant, ...]]] | None = None,
-) -> Section:
-    """Time a training step of every plan's net in every variant (CPU, and GPU if any)."""
+) -> Result:
+    """Time a training step of every plan's net in every variant (CPU, and GPU if any).
+
+    Returns:
+        The batch (``crop``, ``batch_size``), the GPU steps (``gpu_warmup``,
+        ``gpu_repeats``), what the CPU trains in (``cpu_precision``,
+        ``default_variant``) and ``devices``: device type -> arch -> what
+        :func:`_time_plan` measured.
+    """
     from cellcount.runtime.allocator import tune_allocator
     from cellcount.training.resolvers import cpu_precision
 
     tune_allocator()  # as `cellcount.train` does
-
-    rows: list[list[object]] = []
-    data: dict[str, Any] = {"crop": crop, "batch_size": batch_size, "cpu": {}, "cuda": {}}
-    noisy = False
-    warm_sides: set[str] = set()
+    timings: dict[str, dict[str, Result]] = {}
     for device, variants in devices if devices is not None else _devices():
-        gpu = device.type == "cuda"
         batch = make_batch(batch_size, crop, device)
-        for plan in plans:
-            if gpu:
-                warm_crop, warmup, repeats = crop, GPU_WARMUP, gpu_repeats
-            else:
-                warm_crop = max(32, int(crop * plan.warmup_side) // 8 * 8)
-                warmup, repeats = 1, plan.repeats
-            warmup_batch = batch if warm_crop == crop else make_batch(batch_size, warm_crop, device)
-            warm_text = f"{warmup} at {warm_crop}x{warm_crop}" if warm_crop != crop else f"{warmup}"
-            if warm_crop != crop:
-                warm_sides.add(plan.arch)
-            base: float | None = None
-            results: dict[str, Any] = {}
-            for variant in variants:
-                stats, first_loss = time_variant(
-                    plan, variant, device, batch, warmup_batch, repeats, warmup
-                )
-                if gpu:
-                    torch.cuda.empty_cache()
-                noisy |= stats.noisy
-                base = stats.median if base is None else base
-                rate = stats.rate(batch_size)
-                results[variant.name] = {
-                    "seconds": stats.samples,
-                    "user": stats.user,
-                    "system": stats.system,
-                    "crops_per_s": rate.median,
-                    "speedup": base / stats.median,
-                    "first_loss": first_loss,
-                }
-                rows.append(
-                    [
-                        f"`{plan.arch}`",
-                        device.type.upper() if gpu else "CPU",
-                        variant.name,
-                        warm_text,
-                        stats.n,
-                        f"**{fmt_stats(rate, lambda v: f'{v:,.2f}')}**",
-                        fmt_time(stats.median),
-                        fmt_ratio(base / stats.median),
-                        "—" if gpu else f"{stats.cpu_per_wall:.2f}",
-                        f"{first_loss:.4f}",
-                    ]
-                )
-                progress(
-                    f"training {plan.arch} {device.type} {variant.name}: "
-                    f"{rate.median:.2f} crops/s ({stats.median:.2f} s/step)"
-                )
-            data[device.type][plan.arch] = results
+        timings[device.type] = {
+            plan.arch: _time_plan(plan, variants, device, batch, gpu_repeats) for plan in plans
+        }
     precision = cpu_precision()
-    data["cpu_precision"] = precision
-    data["default_variant"] = default = default_variant(precision)
-    gpu_text = (
-        " On the GPU the same steps also ran in fp16 autocast with a `GradScaler` "
-        f"({GPU_WARMUP} warm-up steps, {gpu_repeats} timed, synchronised by reading the "
-        "loss; fp32 with PyTorch's defaults, under which cuDNN may use TF32 for "
-        "convolutions)."
-        if data["cuda"]
-        else " No CUDA device here, so no GPU rows (the harness adds fp32, bf16 and fp16 AMP "
-        "rows when `torch.cuda.is_available()`)."
-    )
-    half = (
-        f" Warm-up *at NxN* (for {', '.join(sorted(warm_sides))}, to keep the section "
-        "short): one step on a smaller crop, which creates the Adam state; the oneDNN "
-        "kernels of the full size are then created in the timed step, a small cost next "
-        "to a step of tens of seconds."
-        if warm_sides
-        else ""
-    )
-    body = (
-        f"Crops per second of one training step on a batch of {batch_size} random "
-        f"{crop}x{crop} crops: zero grad, forward, weighted BCE loss "
-        "(`cellcount.training.losses.weighted_bce`, weight map, cell factor 1.5), backward, Adam step "
-        "(lr 1e-3), BatchNorm in training mode, the loss read back each step as Lightning "
-        "does. A fresh net per row (seed 0, so every variant starts from the same weights "
-        "and data) and fresh Adam; untimed warm-up steps first, then timed steps, all rows "
-        "of an architecture back to back in the harness process, with glibc's allocator "
-        "tuned as `cellcount.train` does (`cellcount.runtime.allocator.tune_allocator`; it made a "
-        "c_resunet bf16 step ~1.25x faster in a separate check). *crops/s* = batch size / "
-        "seconds per step, median (min–max) over the timed steps; *speed-up* is vs the "
-        "fp32 NCHW row of the same architecture and device; *CPU/wall* = busy cores; "
-        "*first loss* is the loss of the first warm-up step (same weights and batch in "
-        "every variant: its differences show the precision's effect on one forward)."
-        f"{half}{gpu_text}\n\n"
-        f"The CPU training default is the **{default}** row of each net: "
-        "`conf/trainer/cpu.yaml` sets `precision: ${cpu_precision:}`, which "
-        "`cellcount.training.resolvers.cpu_precision` resolves to `bf16-mixed` on CPUs with native "
-        "bfloat16 (oneDNN's `_is_mkldnn_bf16_supported()`) and to `32-true` elsewhere "
-        f"(here: `{precision}`), and `CellSegModule` trains channels-last (the net is "
-        "converted at fit start, its inputs in `forward`).\n\n"
-        + table(
-            [
-                "architecture",
-                "device",
-                "variant",
-                "warm-up steps",
-                "timed steps",
-                "crops/s, median (min–max)",
-                "s per step",
-                "speed-up vs fp32",
-                "CPU/wall",
-                "first loss",
-            ],
-            rows,
-        )
-    )
-    title = f"7. Training throughput ({crop}x{crop} crops, batch {batch_size})"
-    return Section(title, body, data, noisy)
-
-
-def default_speedup(section: Section, arch: str = "c_resunet") -> float | None:
-    """CPU speed-up of the training default (``data["default_variant"]``) vs fp32."""
-    info = section.data.get("cpu", {}).get(arch, {})
-    default = info.get(section.data.get("default_variant"))
-    return float(default["speedup"]) if default else None
+    return {
+        "crop": crop,
+        "batch_size": batch_size,
+        "gpu_warmup": GPU_WARMUP,
+        "gpu_repeats": gpu_repeats,
+        "cpu_precision": precision,
+        "default_variant": default_variant(precision),
+        "devices": timings,
+    }

@@ -1,4 +1,5 @@
-"""``python -m cellcount.evaluate ckpt=PATH [overrides]``: see :mod:`cellcount.training.evaluate`."""
+"""``python -m cellcount.evaluate ckpt=PATH [overrides]``: see
+:mod:`cellcount.training.evaluate`."""
 
 from cellcount.training.evaluate import main
 

@@ -1,5 +1,5 @@
-"""Smoke tests of benchmark parts: batched inference (section 4 on a GPU), training
-throughput (7) and bf16 accuracy (8).
+"""Smoke tests of the benchmark harness: the sections measure (tiny sizes), render.py
+turns results into BENCHMARKS.md, run.py saves JSON and renders it.
 
 Tiny sizes only: they check that the sections run and report, not the figures.
 """
@@ -7,18 +7,21 @@ Tiny sizes only: they check that the sections run and report, not the figures.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from benchmarks import bench_batched_inference, bench_precision, bench_training
-from benchmarks.bench_common import Section
+from benchmarks import bench_batched_inference, bench_inference, bench_precision, bench_training
+from benchmarks import render as rendering
+from benchmarks import run as harness
+from benchmarks.bench_common import Result, Stats, plain
 from benchmarks.bench_inference import Plan
-from benchmarks.run import FULL, QUICK, SECTIONS, summary
 from cellcount.data.io import find_samples
 from cellcount.inference.checkpoints import save_checkpoint
 from cellcount.training.module import CellSegModule
@@ -35,28 +38,34 @@ def one_thread() -> Iterator[None]:
 
 
 @pytest.fixture(scope="module")
-def training_section() -> Section:
-    return bench_training.run([Plan("small_unet", 1)], crop=32, batch_size=2, gpu_repeats=1)
+def training_result() -> Result:
+    """Section 7 on one tiny net, CPU only."""
+    cpu = [(torch.device("cpu"), bench_training.CPU_VARIANTS)]
+    return bench_training.run([Plan("small_unet", 1)], 32, 2, 1, devices=cpu)
 
 
-def test_training_section_runs_all_variants(training_section: Section) -> None:
-    section = training_section
-    rows = section.data["cpu"]["small_unet"]
-    assert list(rows) == [v.name for v in bench_training.CPU_VARIANTS]
-    for info in rows.values():
-        assert info["crops_per_s"] > 0
+def test_training_section_runs_all_variants(training_result: Result) -> None:
+    """Every CPU variant is timed from the same weights; render reads the default's figures."""
+    variants = training_result["devices"]["cpu"]["small_unet"]["variants"]
+    assert list(variants) == [v.name for v in bench_training.CPU_VARIANTS]
+    for info in variants.values():
+        assert isinstance(info["stats"], Stats) and info["stats"].median > 0
         assert np.isfinite(info["first_loss"])
     # Same weights and batch: the precisions only perturb the first loss slightly.
-    losses = [info["first_loss"] for info in rows.values()]
+    losses = [info["first_loss"] for info in variants.values()]
     assert max(losses) - min(losses) < 0.05 * abs(losses[0])
-    assert bench_training.default_speedup(section, "small_unet") == pytest.approx(
-        rows[section.data["default_variant"]]["speedup"]
-    )
-    assert "crops/s" in section.body
-    assert section.data["cpu_precision"] in ("bf16-mixed", "32-true")
+    assert training_result["cpu_precision"] in ("bf16-mixed", "32-true")
+    data = plain(training_result)
+    default = variants[data["default_variant"]]["stats"]
+    rate, speedup = rendering.training_default(data, "small_unet")  # type: ignore[misc]
+    assert rate == pytest.approx(2 / default.median)
+    assert speedup == pytest.approx(variants["fp32"]["stats"].median / default.median)
+    body = rendering.section_training(data).body
+    assert "crops/s" in body and "| `small_unet` | CPU | fp32 | 1 | 1 |" in body
 
 
 def _disks(shape: tuple[int, int], centres: list[tuple[int, int]], radius: int) -> np.ndarray:
+    """A label image with one disc per centre."""
     yy, xx = np.mgrid[: shape[0], : shape[1]]
     labels = np.zeros(shape, np.uint16)
     for index, (y, x) in enumerate(centres, start=1):
@@ -66,6 +75,7 @@ def _disks(shape: tuple[int, int], centres: list[tuple[int, int]], radius: int) 
 
 @pytest.fixture
 def tiny_model(tmp_path: Path) -> Path:
+    """An untrained tiny checkpoint with a model card naming three validation images."""
     torch.manual_seed(0)
     module = CellSegModule(arch="small_unet", arch_kwargs={"n_features_start": 4})
     path = save_checkpoint(module, tmp_path / "model.ckpt")
@@ -75,6 +85,7 @@ def tiny_model(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def tiny_root(tmp_path: Path) -> Path:
+    """Three 64x64 images with labelled discs, in the DSB instances layout."""
     root = tmp_path / "dsb"
     for folder in ("images", "labels"):
         (root / folder).mkdir(parents=True)
@@ -88,24 +99,28 @@ def tiny_root(tmp_path: Path) -> Path:
 
 
 def test_precision_section_compares_fp32_and_bf16(tiny_model: Path, tiny_root: Path) -> None:
+    """Both precisions are scored; the rendered table has goal columns, no verdict column."""
     samples = [s for s in find_samples(tiny_root, "instances") if s.name in {"a", "b"}]
     dataset = bench_precision.Dataset("tiny", samples, None, 10.0, "two images")
-    section = bench_precision.run(tiny_model, [dataset])
-    result = section.data["datasets"]["tiny"]
+    data = plain(bench_precision.run(tiny_model, [dataset]))
+    result = data["datasets"]["tiny"]
     assert result["images"] == 2
     assert set(result["f1"]) == {"fp32", "bf16"}
-    assert isinstance(section.data["verdict"], bool)
-    assert section.data["verdict"] == result["verdict"]
-    assert "within tolerance" in section.body
+    assert isinstance(data["verdict"], bool) and data["verdict"] == result["verdict"]
+    body = rendering.section_precision(data).body
+    assert "| ΔF1 goal |" in body and "| <= 0.005 |" in body and "within tolerance |" not in body
+    assert f"| tiny | 2 | {result['f1']['fp32']:.4f} |" in body
 
 
-@pytest.mark.skipif(not bench_precision.FNC_YELLOW.exists(), reason="shared FNC samples absent")
+@pytest.mark.skipif(not bench_precision.FNC_YELLOW.exists(), reason="FNC samples absent")
 def test_precision_picks_the_validation_images(tiny_model: Path, tiny_root: Path) -> None:
+    """Only the images named in the model card are compared."""
     datasets = bench_precision.default_datasets(tiny_model, dsb_root=tiny_root)
     assert [s.name for s in datasets[0].samples] == ["a", "b"]
 
 
 def test_precision_needs_a_model_card(tmp_path: Path, tiny_model: Path) -> None:
+    """Without a model card the error says what is missing."""
     tiny_model.with_suffix(".json").unlink()
     with pytest.raises(FileNotFoundError, match="model card"):
         bench_precision.validation_names(tiny_model)
@@ -123,46 +138,186 @@ def test_precision_needs_a_model_card(tmp_path: Path, tiny_model: Path) -> None:
     ],
 )
 def test_tolerance_rule(f1: tuple[float, float], mae: tuple[float, float], ok: bool) -> None:
+    """|ΔF1| <= 0.005 and |ΔMAE| <= 1% of the fp32 MAE."""
     pair = lambda v: {"fp32": v[0], "bf16": v[1]}  # noqa: E731
     assert bench_precision.within_tolerance(pair(f1), pair(mae)) is ok
 
 
-def test_harness_knows_sections_7_and_8(
-    training_section: Section, tiny_model: Path, tiny_root: Path
-) -> None:
-    assert {"7", "8"} <= set(SECTIONS)
-    assert FULL.train_crop == 512 and QUICK.train_crop < FULL.train_crop
-    samples = find_samples(tiny_root, "instances")[:1]
-    dataset = bench_precision.Dataset("tiny", samples, None, 10.0, "one image")
-    sections = {
-        "7": training_section,
-        "8": bench_precision.run(tiny_model, [dataset]),
-    }
-    text = summary(sections, FULL)
-    assert "c_resunet training" not in text  # only small_unet ran
-    assert "bf16 inference within tolerance" in text
-
-
 def test_batched_inference_reports_batch_one_and_the_best_batch() -> None:
+    """The sweep measures each batch; render shows images/s at batch 1 and the best batch."""
     image = np.random.default_rng(0).random((32, 48, 3), dtype=np.float32)
-    plans = [Plan("small_unet", 1)]
-    text, data = bench_batched_inference.run(
-        plans, image, torch.device("cpu"), {"small_unet": 1.0}, {"fp32": None}, (1, 2), 1
+    result = bench_batched_inference.run(
+        [Plan("small_unet", 1)], image, torch.device("cpu"), {"fp32": None}, (1, 2), 1
     )
-    sweep = data["small_unet"]["fp32"]
-    assert set(sweep) == {"1", "2"} and all(s[0] > 0 for s in sweep.values())
-    best = min(sweep, key=lambda batch: sweep[batch][0])
-    assert f"| `small_unet` | fp32 | **{1 / sweep['1'][0]:,.1f}** | {best} |" in text
+    sweep = result["archs"]["small_unet"]["fp32"]
+    assert set(sweep) == {1, 2} and all(s.median > 0 for s in sweep.values())
+    best = min(sweep, key=lambda batch: sweep[batch].median)
+    text = rendering._cuda_rows(plain(result), {"small_unet": {"gflop": 1.0}})
+    assert f"| `small_unet` | fp32 | **{1 / sweep[1].median:,.1f}** | {best} |" in text
 
 
 def test_batch_sweep_stops_at_the_first_batch_that_does_not_fit(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """Out of memory ends the sweep; the batches that fitted are kept."""
+
     def fake(net: object, image: object, batch: int, dtype: object, repeats: int) -> object:
+        """Batches above 2 do not fit."""
         if batch > 2:
             raise torch.OutOfMemoryError("out of memory")
-        return bench_batched_inference.Stats([1.0 / batch])
+        return Stats([1.0 / batch])
 
     monkeypatch.setattr(bench_batched_inference, "seconds_per_image", fake)
     sweep = bench_batched_inference.batch_sweep(None, torch.zeros(1), None, (1, 2, 4, 8), 1)  # type: ignore[arg-type]
     assert list(sweep) == [1, 2]
+
+
+# -- render.py on fake results ---------------------------------------------------------------
+def _stats(*samples: float) -> dict[str, Any]:
+    """The plain form of a Stats of ``samples``."""
+    return Stats(list(samples), 1).to_plain()
+
+
+MACHINE = {
+    "cpu": "Test CPU",
+    "arch": "x86_64",
+    "isa": ["avx2"],
+    "logical_cores": 2,
+    "usable_cores": 2,
+    "memory_bytes": 8 * 2**30,
+    "torch_threads": 2,
+    "interop_threads": 2,
+    "thread_env": {"OMP_NUM_THREADS": "unset"},
+    "mkldnn": True,
+    "os": "Linux",
+    "python": "3.11",
+    "packages": {"torch": "2.0"},
+    "revision": "abc1234",
+}
+
+
+def _post_count(total: float) -> dict[str, Any]:
+    """One number-of-cells entry of section 2."""
+    return {
+        "found": 100,
+        "tp": 100,
+        "postprocess": _stats(total * 0.8),
+        "matching": _stats(total * 0.2),
+        "total": _stats(total),
+        "cpu_share": 1.0,
+    }
+
+
+@pytest.fixture
+def fake_results() -> dict[str, Any]:
+    """Plain results of a run of sections 1, 2, 4 (no CUDA) and 6, with 7 failed."""
+    counts = {"10": _post_count(0.05), "100": _post_count(0.09), "1000": _post_count(0.5)}
+    arch = {"params": 1.7e6, "gflop": 200.0, "warmup_side": 1.0}
+    arch |= {"fp32": _stats(1.0, 1.05), "bf16": _stats(0.5, 0.52)}
+    large = {"name": "count 8000x8000 (default)", "large_default": True, "peak_rss": 3 * 2**30}
+    large |= {"baseline_rss": 2**29, "seconds": 40.0, "count": "700", "status": 0}
+    return {
+        "config": "full",
+        "command": "python -m benchmarks.run",
+        "date": "2026-01-01 00:00 UTC",
+        "elapsed_s": 600.0,
+        "loads": [[0.5, 0.5, 0.5], [1.0, 1.0, 1.0]],
+        "machine": MACHINE,
+        "sections": {
+            "1": {"height": 1200, "width": 1600, "cells": 50, "radii": [12, 20], "repeats": 2,
+                  "fast": _stats(0.05, 0.05), "per_cell": _stats(2.0, 2.0), "max_abs": 3e-4},
+            "2": {"height": 1200, "width": 1600, "radii": [12, 18], "spacing": 40,
+                  "repeats": 2, "counts": counts},
+            "4": {"height": 1200, "width": 1600, "net_height": 1200, "net_width": 1600,
+                  "peaks": {"fp32": 250.0, "bf16": 500.0}, "archs": {"c_resunet": arch},
+                  "options": None, "cuda": None},
+            "6": {"model": "pretrained", "default_tile": 1600, "malloc_env": "X",
+                  "large_side": 8000, "include_large": True, "cases": [large]},
+        },
+        "failures": {"7": "Traceback: boom\n"},
+    }  # fmt: skip
+
+
+def test_render_shows_goal_columns_next_to_the_figures(fake_results: dict[str, Any]) -> None:
+    """Goals at a glance and in the section tables; computed figures; no status columns."""
+    page = rendering.render(fake_results)
+    assert "| weight map speed-up vs per-cell reference | >= 20x | 40.0x |" in page
+    assert "| post-processing + matching, 100 cells | < 0.3 s / image | 90.0 ms |" in page
+    # c_resunet fp32: 200 GFLOP / 1.025 s = 195 GFLOP/s = 78% of the 250 GFLOP/s peak.
+    assert "| c_resunet CPU inference, fp32, as a fraction of fp32 matmul | >= 70% | 78% (195" in (
+        page
+    )
+    assert "| peak RSS, counting 8000x8000 | < 4 GB | 3.00 GiB |" in page
+    assert "| **speed-up** | **40.0x** (40.0x–40.0x) |  | >= 20x |" in page
+    assert "| post-process + matching | goal | per cell | CPU/wall |" in page
+    row_100 = next(line for line in page.splitlines() if line.startswith("| 100 | 100 / 100"))
+    assert "| < 0.3 s |" in row_100
+    assert "| **3.00 GiB** | < 4 GB | 512 MiB | 2.50 GiB | 40.00 s | 700 |" in page
+    assert "| status |" not in page and not re.search(r"\bmet\b", page, re.IGNORECASE)
+    assert "## Section 7 failed" in page and "boom" in page
+
+
+def test_render_says_once_that_gpu_rows_need_cuda(fake_results: dict[str, Any]) -> None:
+    """No CUDA rows: one neutral line on how to get them, no asides in the sections."""
+    page = rendering.render(fake_results)
+    assert page.count("need a CUDA device") == 1 and "`make bench`" in page
+    assert "No CUDA device here" not in page and "this machine" not in page
+    fake_results["sections"]["4"]["cuda"] = {
+        "device": "cuda",
+        "device_name": "Test GPU",
+        "batches": [1, 2],
+        "warmup": 3,
+        "repeats": 1,
+        "archs": {"c_resunet": {"fp32": {"1": _stats(0.1), "2": _stats(0.04)}}},
+    }
+    page = rendering.render(fake_results)
+    assert "need a CUDA device" not in page
+    assert (
+        "| `c_resunet` | fp32 | **10.0** | 2 | **25.0** (40.0 ms (1 run) per image) | 5,000 |"
+        in (page)
+    )
+
+
+def test_render_from_json_file_is_the_same_page(
+    fake_results: dict[str, Any], tmp_path: Path
+) -> None:
+    """`python -m benchmarks.render --from X.json --out X.md` writes what render() returns."""
+    source = tmp_path / "bench.json"
+    source.write_text(json.dumps(fake_results))
+    assert rendering.main(["--from", str(source), "--out", str(tmp_path / "b.md")]) == 0
+    assert (tmp_path / "b.md").read_text() == rendering.render(fake_results)
+
+
+def test_plain_round_trips_stats() -> None:
+    """Stats survive plain() and JSON; numpy values and paths become plain values."""
+    stats = Stats([1.0, 2.0], 1, [0.5, 0.6], [0.1, 0.1], [3, 4])
+    data = json.loads(json.dumps(plain({"s": stats, "n": np.float32(0.5), "p": Path("a")})))
+    assert Stats.from_plain(data["s"]) == stats and data["n"] == 0.5 and data["p"] == "a"
+
+
+def test_every_option_says_what_cellcount_does_with_it() -> None:
+    """render.py describes every option bench_inference measures."""
+    names = bench_inference.BASIC_OPTIONS + bench_inference.EXTRA_OPTIONS
+    assert set(names) == set(rendering.IN_CELLCOUNT)
+
+
+def test_harness_sections_and_configs() -> None:
+    """Every section has a job and a renderer; 4 brings 3; unknown sections are refused."""
+    args = harness.parse_args([])
+    jobs = harness.section_jobs(harness.FULL, args, [Path("image.png")], {})
+    assert set(jobs) == set(rendering.RENDERERS) == set(harness.SECTIONS)
+    assert harness.wanted_sections("4,1") == ["1", "3", "4"]
+    with pytest.raises(SystemExit):
+        harness.wanted_sections("9")
+    assert harness.FULL.train_crop == 512 and harness.QUICK.train_crop < harness.FULL.train_crop
+
+
+def test_run_saves_json_and_renders_it(tmp_path: Path) -> None:
+    """A quick run of section 1: the JSON next to the Markdown renders to the same page."""
+    out = tmp_path / "bench.md"
+    assert harness.main(["--quick", "--only", "1", "--out", str(out)]) == 0
+    results = json.loads(out.with_suffix(".json").read_text())
+    assert list(results["sections"]) == ["1"] and results["config"] == "quick"
+    page = out.read_text()
+    assert page == rendering.render(results)
+    assert "QUICK SMOKE RUN" in page and "## 1. Weight map (training targets)" in page

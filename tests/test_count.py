@@ -16,20 +16,21 @@ from roifile import roiread
 from skimage.draw import disk
 from skimage.measure import regionprops_table
 
+from cellcount import samples
 from cellcount.cli.count import COUNT_COLUMNS, build_parser, collect_inputs, main
 from cellcount.counter import CELL_COLUMNS, DEFAULT_TILE_SIZE, Counter, cell_table
 from cellcount.data.io import DataError, read_image
 
-SHARED_YELLOW = Path(__file__).resolve().parents[2] / "shared" / "data" / "fnc_samples" / "yellow"
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
-def images(tmp_path: Path, tiny_synthetic: Path) -> Path:
-    """Real FNC samples when present (else synthetic images), plus one broken file."""
+def images(tmp_path: Path) -> Path:
+    """Two real DSB sample images (shipped), plus one broken file."""
     folder = tmp_path / "images"
-    source = SHARED_YELLOW / "images" if SHARED_YELLOW.exists() else tiny_synthetic / "images"
-    shutil.copytree(source, folder)
+    folder.mkdir()
+    for path in samples.images("dsb2018")[:2]:
+        shutil.copy(path, folder / path.name)
     (folder / "broken.png").write_bytes(b"not an image")
     return folder
 

@@ -36,7 +36,8 @@ def test_paper_grid_has_twelve_crops_in_authors_order() -> None:
 def test_paper_grid_covers_the_image_with_asymmetric_overlaps() -> None:
     coverage = _coverage(1200, 1600, crop_boxes(1200, 1600), 512)
     assert coverage.min() >= 1
-    # 224 px between the first two columns, 112 px between the others (docs/method.md#data-and-crops).
+    # 224 px between the first two columns, 112 px between the others
+    # (docs/method.md#data-and-crops).
     row = coverage[0]
     assert (row[288:512] == 2).all() and (row[688:800] == 2).all() and (row[1088:1200] == 2).all()
     assert (row[512:688] == 1).all()

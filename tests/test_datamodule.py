@@ -9,11 +9,13 @@ import numpy as np
 import pytest
 import torch
 
+from cellcount import samples
 from cellcount.data import targets
 from cellcount.data.datamodule import CellDataModule
 from cellcount.data.io import DataError
 from cellcount.data.options import DataOptions
 from cellcount.data.splits import Split
+from tests.conftest import Composer
 
 
 def _module(root: Path, tmp_path: Path, **kwargs: object) -> CellDataModule:
@@ -111,12 +113,7 @@ def test_split_file_is_reused_and_checked(tiny_synthetic: Path, tmp_path: Path) 
 
 
 def test_real_fnc_samples_load_through_the_module(tmp_path: Path) -> None:
-    shared = Path(__file__).resolve().parents[2] / "shared" / "data" / "fnc_samples" / "yellow"
-    if not shared.exists():
-        pytest.skip("shared data not present")
-    root = tmp_path / "yellow"
-    shutil.copytree(shared / "images", root / "images")
-    shutil.copytree(shared / "masks", root / "masks")
+    root = samples.path("fnc_yellow")  # read only: split and cache go to tmp_path
     dm = _module(
         root, tmp_path, crop_size=512, crop_step=400, val_fraction=0.25, test_fraction=0.25
     )
@@ -174,3 +171,23 @@ def test_extra_source_with_clashing_names_is_an_error(tiny_synthetic: Path, tmp_
                                                            "layout": "instances"}])  # fmt: skip
     with pytest.raises(DataError, match=r"synth_0000.*rename"):
         dm.samples()
+
+
+def test_real_data_configs_need_a_root(compose_train: Composer) -> None:
+    from hydra.utils import instantiate
+    from omegaconf.errors import MissingMandatoryValue
+
+    for data in ("folder", "fnc", "dsb"):
+        cfg = compose_train(f"data={data}")
+        with pytest.raises(MissingMandatoryValue, match=r"data\.root"):
+            instantiate(cfg.data)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "valid"),
+    [("crop_size", 0, "a positive integer"), ("val_fraction", 1.0, r"a value in \[0, 1\)"),
+     ("layout", "tiff", "one of folder"), ("cell_diameter", -3.0, "a positive value")],
+)  # fmt: skip
+def test_data_options_name_the_bad_key(key: str, value: object, valid: str) -> None:
+    with pytest.raises(DataError, match=rf"data\.{key}={value!r} is not valid; use {valid}"):
+        DataOptions(root="somewhere", **{key: value})  # type: ignore[arg-type]

@@ -9,9 +9,8 @@ import pytest
 import tifffile
 from PIL import Image
 
+from cellcount import samples
 from cellcount.data.io import DataError, find_samples, load_pair, read_image, read_mask
-
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def _write_pair(root: Path, name: str, image: np.ndarray, mask: np.ndarray) -> None:
@@ -101,15 +100,14 @@ def test_fnc_v2_layout_marks_test_group(tmp_path: Path) -> None:
         Image.fromarray(np.zeros((8, 8), np.uint8)).save(
             part / "ground_truths" / "masks" / f"{group}.png"
         )
-    samples = find_samples(tmp_path, layout="fnc_v2")
-    assert {(s.name, s.group) for s in samples} == {("trainval", "trainval"), ("test", "test")}
+    found = find_samples(tmp_path, layout="fnc_v2")
+    assert {(s.name, s.group) for s in found} == {("trainval", "trainval"), ("test", "test")}
 
 
-@pytest.mark.skipif(not SHARED.exists(), reason="shared data not present")
 def test_real_fnc_samples_load() -> None:
-    samples = find_samples(SHARED / "fnc_samples" / "yellow")
-    assert len(samples) == 4
-    image, mask = load_pair(samples[0])
+    found = find_samples(samples.path("fnc_yellow"))
+    assert len(found) == 4
+    image, mask = load_pair(found[0])
     assert image.shape == (1200, 1600, 3) and mask.shape == (1200, 1600)
     assert 0 < mask.mean() < 0.1
 
@@ -181,15 +179,14 @@ def test_training_target_of_labels_keeps_seams_after_hole_filling(tmp_path: Path
     assert ndi.label(record.target)[1] == 4
 
 
-@pytest.mark.skipif(not (SHARED / "dsb2018_stage1_train_fluo").exists(), reason="no DSB data")
-def test_dsb_folder_reads_as_instances_with_its_published_counts() -> None:
+def test_dsb_samples_read_as_instances_with_their_published_counts() -> None:
     import csv
 
-    root = SHARED / "dsb2018_stage1_train_fluo"
-    samples = find_samples(root, "instances")
-    assert len(samples) == 498
+    root = samples.path("dsb2018")
+    found = find_samples(root, "instances")
+    assert len(found) == 12
     with (root / "counts.csv").open() as handle:
         published = {row["image"]: int(row["n_nuclei"]) for row in csv.DictReader(handle)}
-    for sample in samples[:5]:
+    for sample in found:
         _, truth = load_pair(sample)
         assert len(np.unique(truth[truth > 0])) == published[sample.name]

@@ -1,4 +1,5 @@
-"""Detection/counting metrics and their TorchMetrics accumulator (docs/method.md#matching-and-metrics)."""
+"""Detection/counting metrics and their TorchMetrics accumulator
+(docs/method.md#matching-and-metrics)."""
 
 from __future__ import annotations
 
@@ -16,10 +17,10 @@ from cellcount.evaluation.matching import (
     label_mask,
     match_greedy,
     match_hungarian,
-    match_labels,
     match_points,
 )
 from cellcount.evaluation.metrics import counting_errors, detection_scores, summarize
+from cellcount.evaluation.scoring import score_image
 
 # --- centres -----------------------------------------------------------------
 
@@ -104,15 +105,15 @@ def test_hungarian_prefers_shorter_total_distance_among_maximum_matchings() -> N
     assert match_hungarian(true, pred).tolist() == [[1, 0], [0, 1]]
 
 
-def test_match_labels_defaults_are_the_paper_rule() -> None:
+def test_score_image_defaults_are_the_paper_rule() -> None:
     truth = np.zeros((100, 200), dtype=np.int32)
     truth[10:30, 10:30] = 1
     truth[10:30, 150:170] = 2
     pred = np.zeros_like(truth)
     pred[12:32, 12:32] = 1  # near cell 1
     pred[80:95, 60:75] = 2  # far from everything
-    assert match_labels(truth, pred) == ImageMatch(tp=1, fp=1, fn=1, n_true=2, n_pred=2)
-    assert match_labels(truth, pred, method="hungarian", centre="centroid").tp == 1
+    assert score_image(pred, truth).match == ImageMatch(tp=1, fp=1, fn=1, n_true=2, n_pred=2)
+    assert score_image(pred, truth, method="hungarian", centre="centroid").match.tp == 1
     with pytest.raises(ValueError):
         match_points(np.zeros((1, 2)), np.zeros((1, 2)), method="nearest")  # type: ignore[arg-type]
 

@@ -177,7 +177,8 @@ def test_smp_unet_encoder_depth_sets_the_input_multiple() -> None:
 
 
 def test_registration_order_matches_keras_layer_order() -> None:
-    """The Keras weight port zips state_dict positionally (docs/method.md#importing-the-authors-weights)."""
+    """The Keras weight port zips state_dict positionally
+    (docs/method.md#importing-the-authors-weights)."""
     keys = list(build_net("c_resunet", n_features_start=4).state_dict())
     prefixes = ["colorspace", "enc1", "enc2.main", "enc2.shortcut", "bridge.1", "dec3.up"]
     prefixes += ["dec3.main", "head"]

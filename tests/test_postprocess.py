@@ -267,7 +267,8 @@ def test_two_disc_clump_splits_into_two(
 
 
 def test_counts_come_from_labels_not_from_relabelling() -> None:
-    """docs/method.md#post-processing pitfall: with skimage >= 0.25 the compact watershed's lines have
+    """docs/method.md#post-processing pitfall: with skimage >= 0.25 the compact watershed's lines
+    have
     4-connected gaps, so ``label(labels > 0)`` may merge the halves; our count
     must not depend on that."""
     mask = discs((200, 200), [(100, 83), (100, 117)], 20)

@@ -148,3 +148,23 @@ def test_config_typos_name_the_key(compose_train: Composer) -> None:
         compose_train("data.crop_sise=256")
     with pytest.raises(ConfigCompositionException, match="no_wn"):
         compose_train("ablation=no_wn")
+
+
+def test_resume_refuses_an_unsafe_last_checkpoint(tiny_run: Path, tmp_path: Path) -> None:
+    from cellcount.inference.checkpoints import CheckpointError
+    from cellcount.training.fit import resume_path
+
+    checkpoint = torch.load(tiny_run / "checkpoints" / "best.ckpt", weights_only=True)
+    checkpoint["hyper_parameters"]["evil"] = _Payload()
+    (tmp_path / "checkpoints").mkdir()
+    torch.save(checkpoint, tmp_path / "checkpoints" / "last.ckpt")
+    with pytest.raises(CheckpointError, match=r"refusing to load .*last\.ckpt"):
+        resume_path(None, tmp_path)
+    assert resume_path(None, tmp_path / "fresh") is None
+    with pytest.raises(FileNotFoundError, match="ckpt_path=last"):
+        resume_path("last", tmp_path / "fresh")
+
+
+def test_a_folder_given_as_checkpoint_says_so(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="it is a folder"):
+        load_module(tmp_path)

@@ -164,7 +164,8 @@ def test_isolated_disc_gets_no_extra_weight() -> None:
 
 
 def test_two_close_discs_weight_the_gap() -> None:
-    # Radius 15, centres 51 px apart: 20 background pixels between them (docs/method.md#weight-maps VER).
+    # Radius 15, centres 51 px apart: 20 background pixels between them (docs/method.md#weight-maps
+    # VER).
     mask = _disc((200, 300), (100, 100), 15) | _disc((200, 300), (100, 151), 15)
     weights = weight_map(mask)
     gap = weights[100, 116:136]

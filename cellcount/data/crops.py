@@ -1,7 +1,8 @@
 """The authors' crop grid, generalised to any image size, and padding helpers.
 
 The paper cuts every 1600x1200 image into twelve 512x512 crops on a 400 px grid
-(docs/method.md#data-and-crops): along each axis the crops *end* at the multiples of the step, the last
+(docs/method.md#data-and-crops): along each axis the crops *end* at the multiples of the step, the
+last
 one ends at the image border, and a crop starts ``crop`` pixels before its end
 (never before 0). For 1600 px this gives origins 0, 288, 688, 1088; for 1200 px
 0, 288, 688. The first two crops therefore overlap by 224 px and the others by
@@ -57,8 +58,8 @@ def crop_boxes(height: int, width: int, crop: int = 512, step: int = 400) -> lis
     """Top-left corners ``(y0, x0)`` of the crops of an image, in the authors' order.
 
     The authors number the crops of an image ``k = 3*i + j`` with ``i`` the column
-    (x) index and ``j`` the row (y) index (docs/method.md#data-and-crops); generalised, ``k = n_rows*i + j``:
-    the x index is the outer loop. A 1600x1200 image gives 12 boxes.
+    (x) index and ``j`` the row (y) index (docs/method.md#data-and-crops); generalised,
+    ``k = n_rows*i + j``: the x index is the outer loop. A 1600x1200 image gives 12 boxes.
 
     Args:
         height, width: image size in pixels, both ``>= crop``.

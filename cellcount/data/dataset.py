@@ -42,7 +42,8 @@ def grid_crops(
     copies_by_name: dict[str, int] | None = None,
     augment: str = "none",
 ) -> list[CropSpec]:
-    """The authors' crop grid over every record (docs/method.md#data-and-crops), in their crop order.
+    """The authors' crop grid over every record (docs/method.md#data-and-crops), in their crop
+    order.
 
     Args:
         records: images (already padded to at least ``crop`` on each side).
@@ -70,7 +71,8 @@ def artifact_crops(
             pixels (height/width default 0: a point). Boxes on images outside
             ``records`` (e.g. validation images) are ignored.
         crop: crop side; the crop is centred on the box and clipped into the image.
-        copies: augmented copies per artefact crop (paper: 150; docs/method.md#augmentation finds 128).
+        copies: augmented copies per artefact crop (paper: 150; docs/method.md#augmentation finds
+        128).
     """
     by_name = {r.name: i for i, r in enumerate(records)}
     specs = []

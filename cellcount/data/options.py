@@ -93,10 +93,12 @@ class DataOptions:
                f"one of {', '.join(AUGMENTATIONS)}")  # fmt: skip
         for key in ("crop_size", "crop_step", "batch_size"):
             _check(getattr(self, key) > 0, key, getattr(self, key), "a positive integer")
-        _check(0 <= self.val_fraction < 1, "val_fraction", self.val_fraction, "in [0, 1)")
-        _check(0 <= self.test_fraction < 1, "test_fraction", self.test_fraction, "in [0, 1)")
-        _check(self.cell_diameter > 0, "cell_diameter", self.cell_diameter, "positive (px)")
-        _check(self.match_radius > 0, "match_radius", self.match_radius, "positive (px)")
+        _check(0 <= self.val_fraction < 1, "val_fraction", self.val_fraction, "a value in [0, 1)")
+        _check(
+            0 <= self.test_fraction < 1, "test_fraction", self.test_fraction, "a value in [0, 1)"
+        )
+        _check(self.cell_diameter > 0, "cell_diameter", self.cell_diameter, "a positive value (px)")
+        _check(self.match_radius > 0, "match_radius", self.match_radius, "a positive value (px)")
         for key in ("aug_factor", "manual_aug_factor", "artifact_copies"):
             _check(getattr(self, key) >= 0, key, getattr(self, key), "0 or more")
 

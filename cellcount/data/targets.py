@@ -29,7 +29,8 @@ CACHE_VERSION = 1
 
 @dataclass(frozen=True)
 class TargetOptions:
-    """How masks become training targets (defaults: the authors' values, docs/method.md#weight-maps)."""
+    """How masks become training targets (defaults: the authors' values,
+    docs/method.md#weight-maps)."""
 
     min_cell_area: int = 100
     max_hole_area: int = 200

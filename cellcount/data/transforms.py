@@ -1,4 +1,5 @@
-"""Training augmentation: the authors' per-copy recipes (docs/method.md#augmentation) on albumentations 2.x.
+"""Training augmentation: the authors' per-copy recipes (docs/method.md#augmentation) on
+albumentations 2.x.
 
 Pipeline inputs (see :func:`apply_augmentation`):
 
@@ -39,7 +40,8 @@ Deviations from albumentations 0.5.2 (the paper's version), all forced by the 2.
 * The authors re-quantised the image to uint8 after every Compose (ToFloat/FromFloat).
   Here the image stays float32 throughout, apart from the 8-bit round trip inside HSV.
 
-Gaussian *noise* is not part of the authors' code (docs/method.md#deviations-from-the-authors-code): ``noise_std > 0`` appends
+Gaussian *noise* is not part of the authors' code
+(docs/method.md#deviations-from-the-authors-code): ``noise_std > 0`` appends
 ``GaussNoise`` (always applied, fixed std) as an opt-in extra.
 
 Seeding: albumentations 2.x keeps its own random state per pipeline; global seeds
@@ -79,7 +81,8 @@ MIN_CELLS_RGB = 3  # "more than 2 labelled cells"
 # (alpha, alpha_affine, sigma) lists; a copy draws each uniformly, repeats act as weights.
 PAPER_ELASTIC = ((30, 30, 40, 40, 40, 50, 60), (40, 50, 50, 75, 75), (20, 30, 30, 40, 50))
 ARTIFACT_ELASTIC = ((30, 30, 30, 40), (20, 20, 20, 30, 40, 40), (20, 20, 20, 20, 30, 30, 15))
-# Copies per artefact crop: edges_aug + shifter, elastic, blur (128 in all, docs/method.md#augmentation).
+# Copies per artefact crop: edges_aug + shifter, elastic, blur (128 in all,
+# docs/method.md#augmentation).
 ARTIFACT_COPIES = (80, 35, 13)
 
 Transform: TypeAlias = A.BasicTransform | A.BaseCompose
@@ -291,7 +294,8 @@ def paper_augmentation(
     p_elastic: float = P_ELASTIC,
     min_cells_rgb: int = MIN_CELLS_RGB,
 ) -> list[Transform]:
-    """The authors' standard per-copy recipe ``data_aug`` (docs/method.md#augmentation), as one branch tree.
+    """The authors' standard per-copy recipe ``data_aug`` (docs/method.md#augmentation), as one
+    branch tree.
 
     Exactly one branch runs, decided by independent draws:
 
@@ -312,7 +316,8 @@ def paper_augmentation(
 
 
 def artifact_augmentation(copies: tuple[int, int, int] = ARTIFACT_COPIES) -> list[Transform]:
-    """The artefact-crop recipe (docs/method.md#augmentation): one of three variants, weighted 80 : 35 : 13.
+    """The artefact-crop recipe (docs/method.md#augmentation): one of three variants, weighted 80 :
+    35 : 13.
 
     * ``edges_aug`` then ``shifter(0.8)``;
     * elastic warp (artefact lists), then a shift with p 0.3;

@@ -14,7 +14,8 @@ of :func:`weight_map`, which implements steps 2-6:
 * ``W = cell_factor`` on ``M``, ``max(1, S)`` on ``R``, ``1`` elsewhere.
 
 Deliberate differences from the original storage format: the authors divided
-``W`` by the constant 3.8177538 and stored it as 8-bit (docs/method.md#weight-maps (step 7)). Dividing
+``W`` by the constant 3.8177538 and stored it as 8-bit (docs/method.md#weight-maps (step 7)).
+Dividing
 by a constant only rescales the loss (an effective learning-rate change), and the
 8-bit truncation is a file-format artefact, so neither is reproduced: the map is
 returned raw, float32, ``>= 1``.
@@ -91,7 +92,8 @@ def weight_map(
     cell_factor: float = 1.5,
     truncate: float = 4.0,
 ) -> np.ndarray:
-    """The authors' overcrowding weight map of a cleaned mask (docs/method.md#weight-maps (steps 2-6)).
+    """The authors' overcrowding weight map of a cleaned mask (docs/method.md#weight-maps (steps
+    2-6)).
 
     Args:
         mask: (H, W), any dtype, nonzero = cell; normally the output of

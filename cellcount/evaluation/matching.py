@@ -246,19 +246,3 @@ def match_points(
     """Match two centre sets (float (N, 2) and (M, 2)) and count TP/FP/FN."""
     pairs = match_pairs(true_pts, pred_pts, radius, method)
     return ImageMatch.from_pairs(pairs, len(_as_points(true_pts)), len(_as_points(pred_pts)))
-
-
-def match_labels(
-    true_labels: np.ndarray,
-    pred_labels: np.ndarray,
-    radius: float = PAPER_RADIUS,
-    method: MatchMethod = "greedy",
-    centre: CentreKind = "bbox",
-) -> ImageMatch:
-    """Score one image from two label images (int (H, W), 0 background).
-
-    Defaults are the paper's (bounding-box centres, greedy, < 50 px). Each label
-    value is one object: pass watershed labels as they are, never a re-labelled
-    binary mask (docs/method.md#post-processing pitfall). Use :func:`label_mask` for raw GT masks.
-    """
-    return match_points(centres(true_labels, centre), centres(pred_labels, centre), radius, method)

@@ -16,7 +16,8 @@ Pipeline (every step uses 4-connectivity, as the authors' code did):
 Why the labels are never re-labelled from a binary image: since scikit-image
 0.25 a compact watershed (``compactness > 0``) with ``watershed_line=True``
 leaves gaps in the 1-px lines, so two split cells can touch 4-connectedly and a
-re-labelling merges them (docs/method.md#post-processing "Version pitfalls"). We keep the lines (they
+re-labelling merges them (docs/method.md#post-processing "Version pitfalls"). We keep the lines
+(they
 separate cells in overlays and mirror the original masks) but take the counts
 from the watershed labels themselves, so the result does not depend on the
 scikit-image version. Labels are int32, so there is no uint8 wrap-around at 256

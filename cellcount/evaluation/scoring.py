@@ -100,7 +100,8 @@ def evaluate_images(
     """Count and score full-size images.
 
     Args:
-        segment: image -> labels (:func:`cellcount.inference.predict.model_segmenter`, or the classical baseline).
+        segment: image -> labels (:func:`cellcount.inference.predict.model_segmenter`,
+            or the classical baseline).
         images: ``(name, RGB float image, truth)`` triples; truth is a bool mask
             or int instance labels.
         radius, matching: matching options (paper: 50 px, greedy).

@@ -1,4 +1,5 @@
-"""Threshold optimisation: F1-vs-threshold sweep and knee selection (docs/method.md#threshold-selection).
+"""Threshold optimisation: F1-vs-threshold sweep and knee selection
+(docs/method.md#threshold-selection).
 
 The paper sweeps 20 thresholds (0.500 ... 0.975, step 0.025) over the train/val
 full-size images, records micro-F1 per threshold and picks the knee of the curve
@@ -13,7 +14,8 @@ stops declaring knees until the next local maximum, where 0.7.0 keeps going with
 a threshold of 0 (a knee as soon as the difference curve goes negative). So the
 two can differ on curves with several bumps. ``method="kneedle"`` uses the
 installed kneed; ``method="kneedle070"`` is our re-implementation of the 0.7.0
-rule (written from docs/method.md#threshold-selection), to reproduce the paper whatever kneed is installed.
+rule (written from docs/method.md#threshold-selection), to reproduce the paper whatever kneed is
+installed.
 This is the only module that imports kneed.
 """
 
@@ -85,7 +87,8 @@ def _knee_installed(x: np.ndarray, y: np.ndarray, sensitivity: float) -> float |
 def kneedle_070(x: np.ndarray, y: np.ndarray, sensitivity: float = 1.0) -> float | None:
     """Knee of a (concave, decreasing) curve by kneed 0.7.0's offline rule.
 
-    Steps (docs/method.md#threshold-selection): min-max normalise x and y; reverse y; difference curve
+    Steps (docs/method.md#threshold-selection): min-max normalise x and y; reverse y; difference
+    curve
     ``d = y_rev - x_norm``; local maxima/minima of ``d`` with ``>=``/``<=``
     (``argrelextrema``, ends included). From the first maximum on, each maximum
     sets the threshold ``d[max] - S * mean(diff(x_norm))`` and each minimum
@@ -185,7 +188,7 @@ def sweep_image(
             4-connectivity) or an int label image (used as is).
         thresholds: the thresholds to test.
         params, radius, method, centre: as in :func:`postprocess` and
-            :func:`cellcount.evaluation.metrics.match_labels`.
+            :func:`cellcount.evaluation.scoring.score_image`.
 
     Returns:
         One :class:`ImageMatch` per threshold, in the given order.
@@ -209,7 +212,8 @@ def sweep(
     eps: float = PAPER_EPS,
     progress: bool = False,
 ) -> list[dict[str, float]]:
-    """Micro-averaged scores at each threshold over a set of images (docs/method.md#threshold-selection).
+    """Micro-averaged scores at each threshold over a set of images
+    (docs/method.md#threshold-selection).
 
     Args:
         prob_maps: float (H, W) probability maps (an iterable, consumed once, so

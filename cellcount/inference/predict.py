@@ -16,6 +16,7 @@ from torch import nn
 
 from cellcount.evaluation.postprocess import postprocess
 from cellcount.evaluation.scoring import Segmenter
+from cellcount.nets.base import round_up
 from cellcount.training.module import CellSegModule
 
 
@@ -93,7 +94,7 @@ def tile_starts(length: int, tile: int, margin: int, multiple: int) -> list[int]
         return [0]
     step = max(multiple, (tile - 2 * margin) // multiple * multiple)
     starts = list(range(0, length - tile, step))
-    last = -(-(length - tile) // multiple) * multiple  # aligned; may pass the end by < multiple
+    last = round_up(length - tile, multiple)  # aligned; may pass the end by < multiple
     return [*starts, last]
 
 
@@ -162,22 +163,7 @@ def predict_probabilities(
     """
     precision = resolve_precision(precision, next(net.parameters()).device)
     multiple = input_multiple(net)
-    height, width = image.shape[:2]
-    full_h, full_w = height + -height % multiple, width + -width % multiple
-    tile = -(-(tile_size or max(full_h, full_w)) // multiple) * multiple
-    if full_h * full_w <= tile * tile:  # as many pixels as one square tile: predict it whole
-        tile = max(full_h, full_w)
-    elif tile - 2 * margin < multiple:
-        raise ValueError(
-            f"tile_size {tile_size} must exceed 2 * margin ({2 * margin}) + {multiple}"
-        )
-    side_h, side_w = (tile_side(full, tile, margin, multiple) for full in (full_h, full_w))
-    grid = _TileGrid(
-        tile_starts(full_h, side_h, margin, multiple),
-        tile_starts(full_w, side_w, margin, multiple),
-        (side_h, side_w),
-        margin,
-    )
+    grid = tile_grid(image.shape[:2], tile_size, margin, multiple)
     was_training = net.training
     net.eval()
     try:
@@ -199,6 +185,28 @@ class _TileGrid:
     def extent(self) -> tuple[int, int]:
         """(height, width) of the padded image the tiles cover."""
         return self.rows[-1] + self.tile[0], self.cols[-1] + self.tile[1]
+
+
+def tile_grid(
+    shape: tuple[int, int], tile_size: int | None, margin: int, multiple: int
+) -> _TileGrid:
+    """The tiles of an (H, W) image for a tile budget (see :func:`predict_probabilities`).
+
+    Raises:
+        ValueError: a budget too small for the margins.
+    """
+    full_h, full_w = (round_up(side, multiple) for side in shape)
+    tile = round_up(tile_size or max(full_h, full_w), multiple)
+    if full_h * full_w <= tile * tile:  # as many pixels as one square tile: predict it whole
+        tile = max(full_h, full_w)
+    elif tile - 2 * margin < multiple:
+        raise ValueError(
+            f"tile_size {tile_size} must exceed 2 * margin ({2 * margin}) + {multiple}"
+        )
+    side_h, side_w = (tile_side(full, tile, margin, multiple) for full in (full_h, full_w))
+    starts_h = tile_starts(full_h, side_h, margin, multiple)
+    starts_w = tile_starts(full_w, side_w, margin, multiple)
+    return _TileGrid(starts_h, starts_w, (side_h, side_w), margin)
 
 
 def padded_index(length: int, multiple: int, extent: int) -> np.ndarray:

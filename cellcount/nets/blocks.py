@@ -8,7 +8,8 @@ Conventions reproduced from the authors' Keras code:
 * 2x2 max-pool down, 2x2 stride-2 transposed conv up (exactly doubles H and W).
 
 WEIGHT-PORT ORDER. The authors' Keras weights are ported to PyTorch by zipping
-the Keras layer list with ``state_dict()`` *positionally* (docs/method.md#importing-the-authors-weights). That only
+the Keras layer list with ``state_dict()`` *positionally*
+(docs/method.md#importing-the-authors-weights). That only
 works if modules are registered in Keras layer order, so inside each block:
 the main path is registered BEFORE the 1x1 shortcut, and in decoder blocks the
 transposed conv is registered BEFORE the main path; BN comes after the conv it

@@ -1,6 +1,7 @@
 """Lightning callbacks: threshold selection on full-size validation images.
 
-The work is delegated: :mod:`cellcount.inference.predict` predicts, :mod:`cellcount.evaluation.thresholds`
+The work is delegated: :mod:`cellcount.inference.predict` predicts,
+:mod:`cellcount.evaluation.thresholds`
 sweeps and selects, :mod:`cellcount.evaluation.overlays` draws. Under DDP every process
 predicts a shard of the images and the per-image matches are gathered, so the
 result equals a single-process run.
@@ -39,7 +40,8 @@ Images = list[tuple[str, np.ndarray, np.ndarray]]
 
 
 class ThresholdSweep(pl.Callback):
-    """Choose the detection threshold on full-size validation images (docs/method.md#threshold-selection).
+    """Choose the detection threshold on full-size validation images
+    (docs/method.md#threshold-selection).
 
     Every ``every_n_epochs`` epochs, and once more on the best checkpoint when
     training ends, each validation image is predicted whole, post-processed at

@@ -25,6 +25,7 @@ from cellcount.inference.predict import (
     model_segmenter,
     resolve_device,
 )
+from cellcount.inference.pretrained import resolve_model
 from cellcount.runtime.files import atomic_write_text, write_csv
 from cellcount.runtime.provenance import write_run_info
 from cellcount.training.resolvers import register_resolvers
@@ -38,7 +39,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Score ``cfg.ckpt`` on the ``cfg.part`` images of ``cfg.data``; return the metrics."""
     run_dir = Path(cfg.paths.run_dir)
     write_run_info(run_dir, cfg.seed)
-    module = load_module(cfg.ckpt, resolve_device(cfg.device))
+    module = load_module(resolve_model(cfg.ckpt), resolve_device(cfg.device))
     threshold = float(module.threshold) if cfg.threshold is None else float(cfg.threshold)
     images = CellDataModule(instantiate(cfg.data)).full_images(cfg.part)
     overlay_dir = run_dir / "overlays" if cfg.overlays else None
@@ -49,7 +50,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     metrics.update(
         {
             **model_info(module, threshold),
-            "checkpoint": str(Path(cfg.ckpt).resolve()),
+            "checkpoint": str(resolve_model(cfg.ckpt)),
             "part": cfg.part,
         }
     )

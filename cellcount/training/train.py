@@ -1,4 +1,5 @@
-"""Train a cell-segmentation net: ``python -m cellcount.train [overrides]`` (or ``cellcount train``).
+"""Train a cell-segmentation net: ``python -m cellcount.train [overrides]`` (or ``cellcount
+train``).
 
 Examples::
 
@@ -80,8 +81,8 @@ def main(cfg: DictConfig) -> float | None:
         if not _in_multirun():
             raise
         log.exception("job %s failed", cfg.paths.run_dir)
-        write_results(cfg.paths.run_dir, run_record(cfg, "failed",
-                                                    error=f"{type(err).__name__}: {err}"))  # fmt: skip
+        error = f"{type(err).__name__}: {err}"
+        write_results(cfg.paths.run_dir, run_record(cfg, "failed", error=error))
         return None
     print_summary(results)
     return results.get("val_loss")

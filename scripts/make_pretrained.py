@@ -17,12 +17,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-from benchmarks.bench_common import DSB_ROOT, REPO
 from cellcount.data.splits import Split
 from cellcount.inference.checkpoints import load_module, save_checkpoint
 from cellcount.inference.pretrained import PRETRAINED
 from cellcount.runtime.files import atomic_write_text
 from cellcount.training.train import read_results
+from scripts.common import DSB_FULL, REPO, require_folder
 
 MODELS = REPO / "cellcount" / "resources" / "models"
 
@@ -40,25 +40,26 @@ def train(data_root: Path, run_dir: Path, epochs: int, trainer: str) -> list[str
     return command
 
 
-def _portable(command: str) -> str:
-    """The command with paths relative to the repository (as run from its root)."""
-    return command.replace(f"{REPO}/", "").replace(f"{REPO.parent}/", "../")
+def _portable(command: str, data_root: Path) -> str:
+    """The command with the DSB folder as ``$CELLCOUNT_DSB`` and repository paths relative."""
+    return command.replace(str(data_root), "$CELLCOUNT_DSB").replace(f"{REPO}/", "")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-root", type=Path, default=DSB_ROOT)
+    parser.add_argument("--data-root", type=Path, default=DSB_FULL)
     parser.add_argument("--run-dir", type=Path, default=REPO / "outputs" / "pretrained")
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--trainer", default="cpu")
     args = parser.parse_args(argv)
+    require_folder(args.data_root, "the DSB 2018 fluorescence set", "CELLCOUNT_DSB")
     command = train(args.data_root, args.run_dir, args.epochs, args.trainer)
     results = read_results(args.run_dir)
     module = load_module(results["best_checkpoint"])
     target = save_checkpoint(module, MODELS / PRETRAINED["pretrained"][0], half=True)
     card = {
         "name": "pretrained", "description": PRETRAINED["pretrained"][1],
-        "command": _portable(" ".join(["python", *command[1:]])),
+        "command": _portable(" ".join(["python", *command[1:]]), args.data_root),
         "arch": module.hparams["arch"],
         "cell_diameter": module.hparams["cell_diameter"], "threshold": results["threshold"],
         "epochs": results["epochs"], "val": results["val"], "test": results.get("test"),

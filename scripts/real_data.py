@@ -1,7 +1,7 @@
 """Accuracy on real images: the networks against the classical baseline on DSB 2018.
 
     make real-data                     # c_resunet + classical, CPU (about 40 min on 2 cores)
-    .venv/bin/python -m benchmarks.real_data --models c_resunet small_unet resunet unet \\
+    .venv/bin/python -m scripts.real_data --models c_resunet small_unet resunet unet \\
         --trainer gpu --epochs 60      # the full comparison, on a GPU
 
 Each model is trained with ``python -m cellcount.train data=dsb`` on the same
@@ -23,8 +23,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from benchmarks.bench_common import DSB_ROOT, REPO
 from cellcount.evaluation.report import write_report
+from scripts.common import DSB_FULL, REPO, require_folder
 
 BASELINE = "classical"
 
@@ -46,8 +46,7 @@ def run(
     models: list[str], data_root: Path, out: Path, epochs: int, trainer: str, seed: int
 ) -> Path:
     """Train/score every model (baseline first: it takes seconds); return the table path."""
-    if not data_root.is_dir():
-        raise SystemExit(f"DSB folder {data_root} not found; pass --data-root DIR.")
+    require_folder(data_root, "the DSB 2018 fluorescence set", "CELLCOUNT_DSB")
     for model in [BASELINE, *[m for m in models if m != BASELINE]]:
         command = train_command(model, data_root, out, epochs, trainer, seed)
         print("+", " ".join(command), file=sys.stderr, flush=True)
@@ -64,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["c_resunet"],
                         help="nets to train (the classical baseline always runs)")  # fmt: skip
-    parser.add_argument("--data-root", type=Path, default=DSB_ROOT)
+    parser.add_argument("--data-root", type=Path, default=DSB_FULL)
     parser.add_argument("--out", type=Path, default=REPO / "outputs" / "dsb_benchmark")
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--trainer", default="cpu", help="trainer preset: cpu | gpu | ddp")

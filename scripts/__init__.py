@@ -1,0 +1,1 @@
+"""One-off producers (not benchmarks): the shipped model, real-data tables, sample scores."""

@@ -234,13 +234,6 @@ def run_child(
     return result
 
 
-def timed(function: Callable[[], object]) -> tuple[object, float]:
-    """``(result, seconds)`` of one call."""
-    start = time.perf_counter()
-    result = function()
-    return result, time.perf_counter() - start
-
-
 # -- machine ---------------------------------------------------------------------------
 def cpu_model() -> str:
     """The CPU's model name from ``/proc/cpuinfo``."""

@@ -36,8 +36,8 @@ DSB_ROOT = DSB_FULL
 FNC_YELLOW = samples.path("fnc_yellow")  # the shipped real FNC yellow samples
 REAL_IMAGES = FNC_YELLOW / "images"
 REAL_MASKS = FNC_YELLOW / "masks"
-FNC_CELL_DIAMETER = samples.get("fnc_yellow").cell_diameter  # px: the FNC neurons
-FNC_RADIUS = samples.get("fnc_yellow").match_radius  # px: the paper's matching radius
+FNC_CELL_DIAMETER = samples.get("fnc_yellow").cell_diameter or 40.0  # px: the FNC neurons
+FNC_RADIUS = samples.get("fnc_yellow").match_radius or 50.0  # px: the paper's radius
 
 # A spread (max - min) above this fraction of the median is flagged as noisy.
 NOISY_SPREAD = 0.15

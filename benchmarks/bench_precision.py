@@ -64,9 +64,9 @@ class _Recording(Counter):
 
     last: np.ndarray | None = None
 
-    def probabilities(self, image: np.ndarray) -> np.ndarray:
+    def probabilities(self, image: np.ndarray, cell_diameter: float | None = None) -> np.ndarray:
         """The probability map, kept as ``last``."""
-        self.last = super().probabilities(image)
+        self.last = super().probabilities(image, cell_diameter)
         return self.last
 
 

@@ -16,8 +16,11 @@ from scipy import ndimage as ndi
 from skimage.measure import regionprops_table
 from skimage.transform import rescale, resize
 
-from cellcount.data.io import read_image
+from cellcount.data.io import RawImage, normalize_image, read_normalized, select_channel
+from cellcount.data.normalize import Normalized
+from cellcount.data.sizes import median_diameter, scale_for
 from cellcount.evaluation.postprocess import PostprocessParams, postprocess
+from cellcount.inference.cell_size import first_guess, needs_refinement
 from cellcount.inference.checkpoints import load_module
 from cellcount.inference.predict import predict_probabilities, resolve_device, resolve_precision
 from cellcount.inference.pretrained import resolve_model
@@ -31,6 +34,7 @@ CELL_COLUMNS = ("id", "centroid_y", "centroid_x", "area", "mean_intensity")
 # one in 6 x 6 balanced tiles of 1496 px. Peak memory of counting at this
 # default: BENCHMARKS.md section 6 (under 4 GB for 8000 x 8000 on CPU).
 DEFAULT_TILE_SIZE = 1600
+AUTO = "auto"
 
 
 @dataclass
@@ -43,7 +47,10 @@ class CountResult:
         cells: one dict per cell with ``CELL_COLUMNS`` (pixels; intensity is the
             grey mean of the [0, 1] image).
         threshold: the probability threshold used.
-        image: the RGB float (H, W, 3) image that was counted.
+        image: the RGB float (H, W, 3) image that was counted (normalised, [0, 1]).
+        cell_diameter: the cell diameter (px) the image was counted at: the given
+            one, or the estimate of ``--cell-diameter auto``.
+        warning: empty, or why the count should not be trusted (e.g. no contrast).
     """
 
     count: int
@@ -51,6 +58,8 @@ class CountResult:
     cells: list[dict[str, float]]
     threshold: float
     image: np.ndarray = field(repr=False)
+    cell_diameter: float = 0.0
+    warning: str = ""
 
     @property
     def areas(self) -> np.ndarray:
@@ -63,19 +72,22 @@ class Counter:
 
     Args:
         module: a trained :class:`CellSegModule`.
-        threshold: probability threshold; None uses the one stored in the model.
+        threshold: probability threshold; None uses the model's counting threshold
+            (chosen on validation for unbiased counts; else its kneedle threshold).
         tile_size: tile budget (px): images of up to ``tile_size ** 2`` px are predicted
             whole, larger ones in tiles of side <= ``tile_size``.
         batch_size: tiles per forward pass.
         tta: average the probabilities over horizontal/vertical flips.
-        cell_diameter: typical cell diameter (px) in the images to count; None:
-            the model's own. When it differs, each image is rescaled so its cells
-            have the model's training size before prediction, the probabilities
-            are resized back, and post-processing uses this diameter.
+        cell_diameter: typical cell diameter (px) in the images to count; ``"auto"``
+            (default): estimated per image (:mod:`cellcount.inference.cell_size`);
+            None: the model's own. Each image is rescaled so its cells have the
+            model's training size before prediction, the probabilities are resized
+            back, and post-processing uses this diameter.
         precision: ``auto`` (bf16 where the device computes it natively, else
             fp32), ``fp32`` or ``bf16`` autocast for the network (see
             :func:`cellcount.inference.predict.resolve_precision`).
 
+    Images are normalised the way the model was trained (its checkpoint records it).
     Creating a Counter lets glibc's allocator keep freed memory for reuse, which
     makes CPU inference faster at some memory cost
     (:func:`cellcount.runtime.allocator.tune_allocator`; ``CELLCOUNT_MALLOC_TUNING=0``
@@ -89,19 +101,16 @@ class Counter:
         tile_size: int | None = DEFAULT_TILE_SIZE,
         batch_size: int = 1,
         tta: bool = False,
-        cell_diameter: float | None = None,
+        cell_diameter: float | str | None = AUTO,
         precision: str = "auto",
     ) -> None:
         self.module = module.eval()
-        self.threshold = float(module.threshold) if threshold is None else float(threshold)
+        self.threshold = module.count_threshold if threshold is None else float(threshold)
         if not 0 < self.threshold < 1:
             raise ValueError(f"threshold must be in (0, 1), got {self.threshold}")
-        model_diameter = float(module.hparams["cell_diameter"])
-        self.cell_diameter = model_diameter if cell_diameter is None else float(cell_diameter)
-        if not self.cell_diameter > 0:
-            raise ValueError(f"cell diameter must be positive (px), got {cell_diameter}")
-        self.scale = model_diameter / self.cell_diameter
-        self.params = PostprocessParams.from_cell_diameter(self.cell_diameter)
+        self.model_diameter = float(module.hparams["cell_diameter"])
+        self.cell_diameter = _diameter_option(cell_diameter, self.model_diameter)
+        self.normalization = module.normalization
         self.tile_size = tile_size
         self.batch_size = batch_size
         self.tta = tta
@@ -116,14 +125,16 @@ class Counter:
         return cls(module, **options)  # type: ignore[arg-type]
 
     @torch.inference_mode()
-    def probabilities(self, image: np.ndarray) -> np.ndarray:
+    def probabilities(self, image: np.ndarray, cell_diameter: float | None = None) -> np.ndarray:
         """float (H, W, 3) RGB in [0, 1] -> float32 (H, W) cell probabilities.
 
-        The image is predicted at the model's cell size (see ``cell_diameter``).
+        The image is predicted at the model's cell size, its cells taken to be
+        ``cell_diameter`` px (default: the model's own).
         """
-        if abs(self.scale - 1) < 1e-3:
+        scale = scale_for(cell_diameter or self.model_diameter, self.model_diameter)
+        if abs(scale - 1) < 1e-3:
             return self._probabilities(image)
-        small = rescale(image, self.scale, order=1, channel_axis=-1, anti_aliasing=self.scale < 1)
+        small = rescale(image, scale, order=1, channel_axis=-1, anti_aliasing=scale < 1)
         prob = resize(self._probabilities(small.astype(np.float32, copy=False)), image.shape[:2],
                       order=1)  # fmt: skip
         return prob.astype(np.float32, copy=False)
@@ -141,18 +152,58 @@ class Counter:
         total /= len(flips)
         return total
 
+    def normalize(self, image: np.ndarray | Path | str, channel: int | None = None) -> Normalized:
+        """An image file or raw array, normalised as the model was trained (with its warning)."""
+        if isinstance(image, np.ndarray):
+            raw = RawImage(image)
+            if channel is not None:
+                raw = RawImage(select_channel(image, channel, "<array>"))
+            return normalize_image(raw, "<array>", self.normalization)
+        return read_normalized(image, channel, self.normalization)
+
     def count(self, image: np.ndarray | Path | str, channel: int | None = None) -> CountResult:
-        """Count the cells of an image array (float RGB in [0, 1]) or image file."""
-        if not isinstance(image, np.ndarray):
-            image = read_image(image, channel)
-        labels = postprocess(self.probabilities(image), self.threshold, self.params)
+        """Count the cells of an image file or array (any dtype; grey, RGB or RGBA).
+
+        An image without usable contrast gets count 0 and a warning, not invented cells.
+        """
+        normalized = self.normalize(image, channel)
+        if not normalized.countable:
+            empty = np.zeros(normalized.image.shape[:2], np.int32)
+            return CountResult(0, empty, [], self.threshold, normalized.image, 0.0,
+                               normalized.warning)  # fmt: skip
+        diameter, labels = self.segment(normalized.image)
         return CountResult(
-            count=int(labels.max(initial=0)),
-            labels=labels,
-            cells=cell_table(labels, image),
-            threshold=self.threshold,
-            image=image,
-        )
+            count=int(labels.max(initial=0)), labels=labels,
+            cells=cell_table(labels, normalized.image), threshold=self.threshold,
+            image=normalized.image, cell_diameter=diameter, warning=normalized.warning,
+        )  # fmt: skip
+
+    def segment(self, image: np.ndarray) -> tuple[float, np.ndarray]:
+        """The cell diameter used and the int32 (H, W) labels of a normalised image."""
+        if self.cell_diameter != AUTO:
+            diameter = float(self.cell_diameter)
+            return diameter, self.labels(image, diameter)
+        guess = first_guess(image) or self.model_diameter
+        labels = self.labels(image, guess)
+        measured = median_diameter(labels)
+        if measured is not None and needs_refinement(guess, measured):
+            return measured, self.labels(image, measured)
+        return guess, labels
+
+    def labels(self, image: np.ndarray, cell_diameter: float) -> np.ndarray:
+        """Cells of a normalised image whose cells are ``cell_diameter`` px: int32 (H, W)."""
+        params = PostprocessParams.from_cell_diameter(cell_diameter)
+        return postprocess(self.probabilities(image, cell_diameter), self.threshold, params)
+
+
+def _diameter_option(value: float | str | None, model_diameter: float) -> float | str:
+    """``auto``, or a positive diameter in px (None: the model's own)."""
+    if value == AUTO:
+        return AUTO
+    diameter = model_diameter if value is None else float(value)
+    if not (np.isfinite(diameter) and diameter > 0):
+        raise ValueError(f"cell diameter must be 'auto' or a positive number of px, got {value!r}")
+    return diameter
 
 
 def cell_table(labels: np.ndarray, image: np.ndarray) -> list[dict[str, float]]:

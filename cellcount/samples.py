@@ -30,16 +30,18 @@ class SampleSet:
         description: one line for listings.
         truth: ``masks`` (binary, connected components are cells) or ``labels``
             (instance labels, touching cells kept apart).
-        cell_diameter: typical cell diameter in px (for ``--cell-diameter``).
-        match_radius: centroid matching radius in px used to score it.
+        cell_diameter: typical cell diameter in px when the set has one (None: it
+            varies from image to image).
+        match_radius: the paper's centroid matching radius for it in px (None: 1.25
+            times each image's median cell diameter).
         licence: licence of the images and annotations.
     """
 
     name: str
     description: str
     truth: str
-    cell_diameter: float
-    match_radius: float
+    cell_diameter: float | None
+    match_radius: float | None
     licence: str
 
 
@@ -50,8 +52,8 @@ SETS: dict[str, SampleSet] = {
                   "masks", 40.0, 50.0, "CC BY-SA 4.0"),
         SampleSet("fnc_red", "2 FNC v2 red neurons, mouse brain slices, 1600x1200 RGB",
                   "masks", 40.0, 50.0, "CC BY-SA 4.0"),
-        SampleSet("dsb2018", "12 DSB 2018 fluorescence nuclei, 256-696 px, 8-bit grey",
-                  "labels", 14.0, 17.5, "CC0 1.0"),
+        SampleSet("dsb2018", "12 DSB 2018 fluorescence nuclei, 4 sources, 8-bit grey",
+                  "labels", None, None, "CC0 1.0"),
     )
 }  # fmt: skip
 

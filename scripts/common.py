@@ -26,3 +26,40 @@ def require_folder(folder: Path, what: str, variable: str) -> Path:
             f"or pass --data-root."
         )
     return folder
+
+
+# The FNC sample folders (yellow/ and red/, each images/ + masks/; CC BY-SA 4.0). The
+# shipped samples are a subset; the full sample folder adds two training images each.
+FNC_SAMPLES = Path(os.environ.get("CELLCOUNT_FNC", REPO.parent / "shared" / "data" /
+                                  "fnc_samples"))  # fmt: skip
+# Held out from the shipped model's training: whole DSB sources (below) and the FNC
+# images of the paper's test set plus two red ones, so every real-data figure is
+# measured on images (and sources) the model never saw.
+HELD_OUT_FNC = ("Mar19bS1C4R2_LHr_200x", "Mar32bS2C2R2_DMl_200x",
+                "MAR31S1C1R2_DMHr_200x_r", "MAR32C2R3_PVHr_200x_r")  # fmt: skip
+TRAIN_DSB_SOURCE = "dsb_256x256"
+
+
+def dsb_sources(root: Path) -> dict[str, str]:
+    """Image name -> source of the DSB 2018 set.
+
+    The set has no source labels; its images come from different experiments and
+    microscopes, which their sizes tell apart well enough: ``dsb_256x256``,
+    ``dsb_360x360``, ``dsb_696x520``, ``dsb_640x512``, and ``dsb_other`` for the
+    few of other sizes.
+    """
+    from PIL import Image
+
+    named = {"256x256", "360x360", "696x520", "640x512"}
+    sources = {}
+    for path in sorted((root / "images").glob("*.png")):
+        with Image.open(path) as image:
+            size = f"{image.width}x{image.height}"
+        sources[path.stem] = f"dsb_{size}" if size in named else "dsb_other"
+    return sources
+
+
+def held_out_names(dsb_root: Path) -> list[str]:
+    """Names of every image the shipped model does not train on (its test split)."""
+    dsb = [name for name, source in dsb_sources(dsb_root).items() if source != TRAIN_DSB_SOURCE]
+    return sorted([*dsb, *HELD_OUT_FNC])

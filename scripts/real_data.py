@@ -1,76 +1,178 @@
-"""Accuracy on real images: the networks against the classical baseline on DSB 2018.
+"""Accuracy on real images the shipped model never saw, per set, against the classical baseline.
 
-    make real-data                     # c_resunet + classical, CPU (about 40 min on 2 cores)
-    .venv/bin/python -m scripts.real_data --models c_resunet small_unet resunet unet \\
-        --trainer gpu --epochs 60      # the full comparison, on a GPU
+    CELLCOUNT_DSB=... CELLCOUNT_FNC=... make real-data   # -> docs/results/real_data.md (minutes)
 
-Each model is trained with ``python -m cellcount.train data=dsb`` on the same
-seeded split of the 498 DSB 2018 fluorescence images (65 % train, 15 %
-validation, 20 % test); its threshold is chosen on the full-size validation
-images (kneedle); the held-out test images are then counted and matched
-(centroids within 17.5 px, 1.25 nucleus diameters as the paper's 50 px for
-40 px neurons). The classical baseline (``model=classical``: smoothing, Otsu,
-watershed, size filter) is scored on the same test images with the same code.
-Every run lives in ``OUT/<model>``; a finished one is reused, an interrupted
-one resumes. The table (``OUT/table1.md``, ``table1.csv``) comes from
-``cellcount report``.
+The sets are the shipped model's held-out test split (:func:`scripts.common.held_out_names`):
+whole DSB 2018 sources (grouped by image size, see :func:`scripts.common.dsb_sources`) and
+the FNC neurons of the paper's test set (yellow) plus two red ones. Every image is counted
+three ways and matched to its truth with the same code (bounding-box centres, greedy, within
+1.25 true median cell diameters, as the paper's 50 px for 40 px neurons):
+
+* ``pretrained, auto``: ``Counter(pretrained)`` as ``cellcount count`` runs it, no diameter
+  given (the size is estimated per image);
+* ``pretrained, true d``: the same model told each image's true median cell diameter;
+* ``classical``: smoothing, Otsu threshold, watershed, with every constant scaled by the
+  true median diameter (``ClassicalSegmenter``), a fair opponent that is told the size.
+
+Per set: precision, recall, F1, MAE, MPE, the size estimate's error (median |d_est/d - 1|
+and the share of images within +-25 %) and seconds per image of auto vs given size.
 """
 
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
+import time
+from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
-from cellcount.evaluation.report import write_report
-from scripts.common import DSB_FULL, REPO, require_folder
+import numpy as np
 
-BASELINE = "classical"
+from cellcount.counter import Counter
+from cellcount.data.io import read_image, read_labels, read_mask
+from cellcount.data.sizes import median_diameter
+from cellcount.evaluation.classical import ClassicalSegmenter
+from cellcount.evaluation.metrics import summarize
+from cellcount.evaluation.overlays import render_overlay, save_png
+from cellcount.evaluation.scoring import ImageScore, score_image
+from cellcount.runtime.files import atomic_write_text, write_csv
+from scripts.common import DSB_FULL, FNC_SAMPLES, REPO, dsb_sources, held_out_names, require_folder
+
+OUT = REPO / "docs" / "results"
+RADIUS_PER_DIAMETER = 1.25
+METHODS = ("pretrained, auto", "pretrained, true d", "classical, true d")
 
 
-def train_command(
-    model: str, data_root: Path, out: Path, epochs: int, trainer: str, seed: int
-) -> list[str]:
-    """The ``cellcount.train`` command of one model (the baseline trains nothing)."""
-    command = [
-        sys.executable, "-m", "cellcount.train", f"model={model}", "data=dsb",
-        f"data.root={data_root}", f"trainer={trainer}", f"trainer.max_epochs={epochs}",
-        "trainer.enable_progress_bar=false", "logger=csv", f"seed={seed}",
-        f"hydra.run.dir={out / model}",
-    ]  # fmt: skip
-    return command
+def held_out_images(dsb: Path, fnc: Path) -> list[tuple[str, Path, Path]]:
+    """``(set, image, truth)`` of every held-out image, DSB sources first."""
+    names = set(held_out_names(dsb))
+    sources = dsb_sources(dsb)
+    items = [(sources[n], dsb / "images" / f"{n}.png", dsb / "labels" / f"{n}.png")
+             for n in sorted(names & set(sources))]  # fmt: skip
+    for colour in ("yellow", "red"):
+        for path in sorted((fnc / colour / "images").glob("*.png")):
+            if path.stem in names:
+                set_name = "fnc_yellow_test" if colour == "yellow" else "fnc_red"
+                items.append((set_name, path, fnc / colour / "masks" / path.name))
+    return items
+
+
+def score_one(counters: dict[str, Counter], image_path: Path, truth_path: Path) -> dict[str, Any]:
+    """Scores, size estimate and timings of one image under every method."""
+    truth = read_labels(truth_path) if truth_path.parent.name == "labels" else read_mask(truth_path)
+    true_d = median_diameter(truth) or 1.0
+    radius = RADIUS_PER_DIAMETER * true_d
+    start = time.perf_counter()
+    auto = counters["auto"].count(image_path)
+    auto_seconds = time.perf_counter() - start
+    given = Counter(counters["auto"].module, cell_diameter=true_d)
+    start = time.perf_counter()
+    told = given.count(image_path)
+    given_seconds = time.perf_counter() - start
+    classical = ClassicalSegmenter(true_d)(read_image(image_path))
+    scores = {METHODS[0]: score_image(auto.labels, truth, radius),
+              METHODS[1]: score_image(told.labels, truth, radius),
+              METHODS[2]: score_image(classical, truth, radius)}  # fmt: skip
+    return {"scores": scores, "true_d": true_d, "auto_d": auto.cell_diameter,
+            "seconds": (auto_seconds, given_seconds), "image": auto.image}  # fmt: skip
+
+
+def set_rows(name: str, results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One table row per method for a set."""
+    errors = np.array([r["auto_d"] / r["true_d"] - 1 for r in results])
+    auto_s, given_s = (float(np.median([r["seconds"][i] for r in results])) for i in (0, 1))
+    rows = []
+    for method in METHODS:
+        metrics = summarize(r["scores"][method].match for r in results)
+        row = {"set": name, "images": len(results), "method": method,
+               "true cells": sum(r["scores"][method].match.n_true for r in results),
+               "counted": sum(r["scores"][method].match.n_pred for r in results),
+               **{k: metrics[k] for k in ("precision", "recall", "f1", "mae", "mpe")}}  # fmt: skip
+        if method == METHODS[0]:
+            row.update({"size error (median)": float(np.median(np.abs(errors))),
+                        "size within 25 %": float(np.mean(np.abs(errors) <= 0.25)),
+                        "s/image auto vs given": f"{auto_s:.2f} / {given_s:.2f}"})  # fmt: skip
+        rows.append(row)
+    return rows
+
+
+def markdown(rows: list[dict[str, Any]], command: str) -> str:
+    """The per-set table, numbers rounded for reading."""
+    columns = ["set", "images", "method", "true cells", "counted", "precision", "recall", "F1",
+               "MAE", "MPE", "size error", "size within 25 %", "s/image auto / given"]  # fmt: skip
+    lines = [f"`{command}`", "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for row in rows:
+        cells = [row["set"], str(row["images"]), row["method"], str(row["true cells"]),
+                 str(row["counted"]), *(f"{row[k]:.3f}" for k in ("precision", "recall", "f1")),
+                 f"{row['mae']:.2f}", f"{100 * row['mpe']:+.1f} %"]  # fmt: skip
+        cells += _size_cells(row)
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _size_cells(row: dict[str, Any]) -> list[str]:
+    """The size-estimate and timing cells (only the auto row has them)."""
+    if "size error (median)" not in row:
+        return ["", "", ""]
+    error, within = row["size error (median)"], row["size within 25 %"]
+    return [f"{100 * error:.0f} %", f"{100 * within:.0f} %", row["s/image auto vs given"]]
+
+
+def _first_per_set(
+    items: list[tuple[str, Path, Path]], per_set: int | None
+) -> list[tuple[str, Path, Path]]:
+    """At most ``per_set`` items of each set (all when None), in order."""
+    if per_set is None:
+        return items
+    taken: dict[str, int] = defaultdict(int)
+    kept = []
+    for item in items:
+        if taken[item[0]] < per_set:
+            taken[item[0]] += 1
+            kept.append(item)
+    return kept
+
+
+def _overlay(result: dict[str, Any], path: Path) -> None:
+    score: ImageScore = result["scores"][METHODS[0]]
+    picture = render_overlay(result["image"], score.pred_labels, score.true_labels,
+                             score.false_positives, score.false_negatives)  # fmt: skip
+    save_png(picture if max(picture.shape[:2]) <= 1000 else picture[::2, ::2], path)
 
 
 def run(
-    models: list[str], data_root: Path, out: Path, epochs: int, trainer: str, seed: int
-) -> Path:
-    """Train/score every model (baseline first: it takes seconds); return the table path."""
-    require_folder(data_root, "the DSB 2018 fluorescence set", "CELLCOUNT_DSB")
-    for model in [BASELINE, *[m for m in models if m != BASELINE]]:
-        command = train_command(model, data_root, out, epochs, trainer, seed)
-        print("+", " ".join(command), file=sys.stderr, flush=True)
-        log = out / f"{model}.log"
-        log.parent.mkdir(parents=True, exist_ok=True)
-        with log.open("a") as handle:
-            status = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, check=False)
-        if status.returncode != 0:
-            print(f"{model} failed (exit {status.returncode}); see {log}", file=sys.stderr)
-    return write_report(out)["markdown"]
+    dsb: Path, fnc: Path, model: str, out: Path, per_set: int | None = None
+) -> list[dict[str, Any]]:
+    """Score every held-out set (or its first ``per_set`` images); write a CSV and overlays."""
+    counters = {"auto": Counter.from_checkpoint(model, "cpu")}
+    by_set: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    items = _first_per_set(held_out_images(dsb, fnc), per_set)
+    for index, (name, image, truth) in enumerate(items):
+        print(f"[{index + 1}] {name} {image.name}", file=sys.stderr, flush=True)
+        result = score_one(counters, image, truth)
+        if not by_set[name]:
+            _overlay(result, out / f"real_{name}.png")
+        by_set[name].append(result)
+    rows = [row for name, results in by_set.items() for row in set_rows(name, results)]
+    write_csv(out / "real_data.csv", rows)
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="+", default=["c_resunet"],
-                        help="nets to train (the classical baseline always runs)")  # fmt: skip
-    parser.add_argument("--data-root", type=Path, default=DSB_FULL)
-    parser.add_argument("--out", type=Path, default=REPO / "outputs" / "dsb_benchmark")
-    parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--trainer", default="cpu", help="trainer preset: cpu | gpu | ddp")
-    parser.add_argument("--seed", type=int, default=12345)
+    parser.add_argument("--data-root", type=Path, default=DSB_FULL, help="DSB 2018 folder")
+    parser.add_argument("--fnc-root", type=Path, default=FNC_SAMPLES, help="FNC samples folder")
+    parser.add_argument("--model", default="pretrained")
+    parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--per-set", type=int, default=None, help="at most N images per set")
     args = parser.parse_args(argv)
-    table = run(args.models, args.data_root, args.out, args.epochs, args.trainer, args.seed)
-    print(table.read_text())
+    require_folder(args.data_root, "the DSB 2018 fluorescence set", "CELLCOUNT_DSB")
+    require_folder(args.fnc_root / "yellow", "the FNC samples", "CELLCOUNT_FNC")
+    rows = run(args.data_root, args.fnc_root, args.model, args.out, args.per_set)
+    text = markdown(rows, f"python -m scripts.real_data --model {args.model}")
+    atomic_write_text(args.out / "real_data.md", text)
+    print(text)
     return 0
 
 

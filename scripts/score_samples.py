@@ -2,13 +2,14 @@
 
     make samples-scores     # the shipped pretrained model -> docs/results/samples.md
 
-Each image is counted as a user would (``Counter``, the set's typical cell
-diameter, the model's threshold) and matched to its truth (bounding-box centres,
-greedy, within the set's radius: 50 px for the FNC neurons, 17.5 px for the DSB
-nuclei). Writes a Markdown table (one row per set: images, true and counted
-cells, precision, recall, F1, MAE, MPE), a per-image table, and one half-size
-overlay per set: predicted outlines magenta, true outlines cyan, missed cells
-boxed blue, spurious ones boxed red.
+Each image is counted as a user would (``Counter``, no cell diameter given, so it
+is estimated per image; the model's counting threshold) and matched to its truth
+(bounding-box centres, greedy, within the set's radius: the paper's 50 px for the
+FNC neurons, 1.25 true median cell diameters for the DSB nuclei). Writes a
+Markdown table (one row per set: images, true and counted cells, precision,
+recall, F1, MAE, MPE), a per-image table, and one half-size overlay per set:
+predicted outlines magenta, true outlines cyan, missed cells boxed blue, spurious
+ones boxed red.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from skimage.transform import rescale
 from cellcount import samples
 from cellcount.counter import Counter
 from cellcount.data.io import read_labels, read_mask
+from cellcount.data.sizes import median_diameter
 from cellcount.evaluation.metrics import summarize
 from cellcount.evaluation.overlays import render_overlay, save_png
 from cellcount.evaluation.scoring import ImageScore, score_image
@@ -37,14 +39,15 @@ SET_COLUMNS = ("set", "images", "true cells", "counted", "precision", "recall", 
 def score_set(model: str, name: str, out: Path) -> tuple[list[str], list[str]]:
     """The set's summary cells and per-image rows; saves the overlay of its first image."""
     info = samples.get(name)
-    counter = Counter.from_checkpoint(model, "cpu", cell_diameter=info.cell_diameter)
+    counter = Counter.from_checkpoint(model, "cpu")
     read_truth = read_mask if info.truth == "masks" else read_labels
     scores: list[ImageScore] = []
     rows = []
     for index, path in enumerate(samples.images(name)):
         result = counter.count(path)
-        score = score_image(result.labels, read_truth(samples.truth_path(name, path)),
-                            info.match_radius)  # fmt: skip
+        truth = read_truth(samples.truth_path(name, path))
+        radius = info.match_radius or 1.25 * (median_diameter(truth) or 1.0)
+        score = score_image(result.labels, truth, radius)
         scores.append(score)
         match = score.match
         rows.append(f"| {name} | {path.stem} | {match.n_true} | {match.n_pred} | "

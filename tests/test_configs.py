@@ -19,10 +19,15 @@ GROUPS = {
 OPTIONS = [(group, option) for group, options in GROUPS.items() for option in options]
 # Options with required paths (``???``), and the override that gives them one.
 NEEDS_PATH = {
-    ("data", "fnc"): "data.root",
-    ("data", "folder"): "data.root",
-    ("data", "dsb"): "data.root",
-    ("data", "fluo_mix"): "data.extra_sources.0.root",
+    ("data", "fnc"): ("data.root",),
+    ("data", "folder"): ("data.root",),
+    ("data", "dsb"): ("data.root",),
+    ("data", "generalist"): (
+        "data.extra_sources.0.root",
+        "data.extra_sources.1.root",
+        "data.extra_sources.2.root",
+        "data.test_names_file",
+    ),
 }
 NETS = [option for option in GROUPS["model"] if option != "classical"]  # classical: no net
 
@@ -31,8 +36,7 @@ NETS = [option for option in GROUPS["model"] if option != "classical"]  # classi
 def test_every_option_composes_and_resolves(
     compose_train: Composer, tmp_path: Path, group: str, option: str
 ) -> None:
-    key = NEEDS_PATH.get((group, option))
-    extra = [f"{key}={tmp_path}"] if key else []
+    extra = [f"{key}={tmp_path}" for key in NEEDS_PATH.get((group, option), ())]
     cfg = compose_train(f"{group}={option}", *extra)
     OmegaConf.resolve(cfg)  # no missing values, no broken interpolations
     assert cfg.module.arch == cfg.model.arch

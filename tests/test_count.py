@@ -114,7 +114,8 @@ def test_collect_inputs_names_and_channels(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"3 channels.*--channel 0\.\.2"):
         read_image(tmp_path / "a" / "x.tif")
     grey = read_image(tmp_path / "a" / "x.tif", channel=1)
-    assert grey.shape == (32, 32, 3) and grey[10, 10, 0] == pytest.approx(1000 / 65535)
+    assert grey.shape == (32, 32, 3) and grey[10, 10, 0] == pytest.approx(1.0)  # stretched
+    assert grey[0, 0, 0] == 0.0
 
 
 def test_cell_table_equals_regionprops_on_the_grey_image() -> None:

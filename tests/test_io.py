@@ -11,6 +11,7 @@ from PIL import Image
 
 from cellcount import samples
 from cellcount.data.io import DataError, find_samples, load_pair, read_image, read_mask
+from cellcount.data.normalize import PAPER_NORMALIZATION
 
 
 def _write_pair(root: Path, name: str, image: np.ndarray, mask: np.ndarray) -> None:
@@ -20,24 +21,32 @@ def _write_pair(root: Path, name: str, image: np.ndarray, mask: np.ndarray) -> N
     Image.fromarray(mask).save(root / "masks" / f"{name}.png")
 
 
+def _ramp(array: np.ndarray) -> np.ndarray:
+    """``array``'s value fading from 0 (first pixel) to full (last pixel)."""
+    fade = np.linspace(0, 1, array.shape[0] * array.shape[1]).reshape(array.shape[:2])
+    fade = fade[..., None] if array.ndim == 3 else fade
+    return (array * fade).astype(array.dtype)
+
+
 @pytest.mark.parametrize(
-    ("array", "expected_max"),
+    ("array", "paper_max"),
     [
-        (np.full((4, 5), 255, np.uint8), 1.0),
-        (np.full((4, 5), 32768, np.uint16), 32768 / 65535),
-        (np.full((4, 5, 4), 51, np.uint8), 0.2),
-        (np.full((4, 5, 3), 0.25, np.float32), 0.25),
+        (np.full((40, 50), 255, np.uint8), 1.0),
+        (np.full((40, 50), 32768, np.uint16), 32768 / 65535),
+        (np.full((40, 50, 3), 51, np.uint8), 0.2),
+        (np.full((40, 50, 3), 0.25, np.float32), 0.25),
     ],
 )
 def test_read_image_normalises_to_rgb_unit_range(
-    tmp_path: Path, array: np.ndarray, expected_max: float
+    tmp_path: Path, array: np.ndarray, paper_max: float
 ) -> None:
     path = tmp_path / "img.tif"
-    tifffile.imwrite(path, array, photometric="rgb" if array.ndim == 3 else None)
-    image = read_image(path)
-    assert image.shape == (4, 5, 3)
-    assert image.dtype == np.float32
-    assert image.max() == pytest.approx(expected_max, rel=1e-6)
+    tifffile.imwrite(path, _ramp(array), photometric="rgb" if array.ndim == 3 else None)
+    image = read_image(path)  # percentile normalisation: the bright value becomes 1
+    assert image.shape == (40, 50, 3) and image.dtype == np.float32
+    assert image.max() == pytest.approx(1.0) and image.min() == 0.0
+    paper = read_image(path, normalization=PAPER_NORMALIZATION)  # the paper's: / dtype max
+    assert paper.max() == pytest.approx(paper_max, rel=1e-6)
 
 
 def test_unreadable_image_names_the_file(tmp_path: Path) -> None:

@@ -11,7 +11,6 @@ import torch
 
 from cellcount.cli.count import main
 from cellcount.counter import Counter
-from cellcount.evaluation.postprocess import PostprocessParams
 from cellcount.inference.checkpoints import load_module, save_checkpoint
 from cellcount.inference.predict import predict_probabilities
 from cellcount.inference.pretrained import PRETRAINED, pretrained_path, resolve_model
@@ -53,7 +52,7 @@ def test_cell_diameter_rescales_the_image_to_the_model_cell_size(tiny_run: Path)
     result = counter.count(np.random.default_rng(2).random((128, 192, 3), dtype=np.float32))
     assert seen[0][-2:] == (64, 96)  # predicted at half size
     assert result.labels.shape == (128, 192)  # counted at full size
-    assert counter.params == PostprocessParams.from_cell_diameter(50.0)
+    assert result.cell_diameter == counter.cell_diameter == 50.0
 
 
 def test_count_cli_with_the_pretrained_model(tiny_synthetic: Path, tmp_path: Path) -> None:
@@ -62,9 +61,12 @@ def test_count_cli_with_the_pretrained_model(tiny_synthetic: Path, tmp_path: Pat
     assert main([str(image), "--model", "pretrained", "--out", str(out), "--quiet"]) == 0
     with (out / "counts.csv").open() as handle:
         [row] = list(csv.DictReader(handle))
-    assert row["model"] == "c_resunet" and not row["error"] and int(row["count"]) >= 0
-    assert (
-        float(row["cell_diameter"])
-        == load_module(pretrained_path("pretrained")).hparams["cell_diameter"]
-    )
+    assert row["model"] == "c_resunet" and not row["error"] and int(row["count"]) > 0
+    assert row["diameter_source"] == "auto" and 12 < float(row["cell_diameter"]) < 40  # ~25 px
     assert (out / "overlays" / "synth_0000.png").exists()
+    given = tmp_path / "given"
+    assert main([str(image), "--model", "pretrained", "--out", str(given), "--quiet",
+                 "--cell-diameter", "25"]) == 0  # fmt: skip
+    with (given / "counts.csv").open() as handle:
+        [row] = list(csv.DictReader(handle))
+    assert row["diameter_source"] == "given" and float(row["cell_diameter"]) == 25.0

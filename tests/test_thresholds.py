@@ -157,3 +157,37 @@ def test_save_curve_writes_png_and_csv(tmp_path: Path) -> None:
     assert sorted(p.name for p in png.parent.iterdir()) == ["f1.csv", "f1.png"]
     with pytest.raises(ValueError):
         save_curve([], png, csv_path)
+
+
+def test_count_threshold_is_the_least_biased_among_near_best_f1() -> None:
+    from cellcount.evaluation.thresholds import select_count_threshold
+
+    table = [
+        {"threshold": 0.3, "f1": 0.80, "mpe": 0.00},  # unbiased but F1 too far from the best
+        {"threshold": 0.5, "f1": 0.89, "mpe": 0.04},
+        {"threshold": 0.6, "f1": 0.90, "mpe": -0.02},  # the least biased within 0.02 of 0.91
+        {"threshold": 0.7, "f1": 0.91, "mpe": -0.08},
+        {"threshold": 0.9, "f1": 0.88, "mpe": -0.20},
+    ]
+    assert select_count_threshold(table) == 0.6
+    assert select_count_threshold(table, f1_tolerance=0.2) == 0.3
+    assert select_count_threshold(table, f1_tolerance=0.0) == 0.7
+    with pytest.raises(ValueError, match="empty"):
+        select_count_threshold([])
+
+
+def test_trained_checkpoint_carries_both_thresholds_and_counting_uses_the_unbiased_one(
+    tiny_run: Path,
+) -> None:
+    from cellcount.counter import Counter
+    from cellcount.inference.checkpoints import load_module, read_checkpoint
+
+    best = tiny_run / "checkpoints" / "best.ckpt"
+    hparams = read_checkpoint(best)["hyper_parameters"]
+    assert 0.3 <= hparams["count_threshold"] <= 0.975 and 0.5 <= hparams["threshold"] <= 0.975
+    assert hparams["normalization"] == {"method": "percentile", "low": 1.0, "high": 99.8}
+    module = load_module(best)
+    assert Counter(module).threshold == pytest.approx(hparams["count_threshold"])
+    assert Counter(module, threshold=0.9).threshold == 0.9
+    sweep = (tiny_run / "threshold_sweep.csv").read_text().splitlines()
+    assert sweep[1].startswith("0.3")  # the grid reaches down to count_start

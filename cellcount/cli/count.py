@@ -34,7 +34,7 @@ from scipy import ndimage as ndi
 from skimage.measure import find_contours
 from tqdm.auto import tqdm
 
-from cellcount.counter import CELL_COLUMNS, DEFAULT_TILE_SIZE, Counter, CountResult
+from cellcount.counter import AUTO, CELL_COLUMNS, DEFAULT_TILE_SIZE, Counter, CountResult
 from cellcount.data.io import IMAGE_SUFFIXES, DataError
 from cellcount.evaluation.overlays import render_overlay, save_png
 from cellcount.inference.predict import PRECISIONS
@@ -43,7 +43,7 @@ from cellcount.runtime.files import atomic_path, atomic_write_text, file_sha256,
 
 COUNT_COLUMNS = (
     "file", "name", "count", "mean_cell_area", "median_cell_area", "threshold", "cell_diameter",
-    "model", "checkpoint_sha256", "error",
+    "diameter_source", "model", "checkpoint_sha256", "warning", "error",
 )  # fmt: skip
 RECORDS = ".cellcount/records"
 
@@ -142,7 +142,8 @@ def count_row(path: Path, name: str, result: CountResult, model: dict[str, Any])
         "file": str(path), "name": name, "count": result.count,
         "mean_cell_area": round(float(areas.mean()), 2) if areas.size else 0.0,
         "median_cell_area": round(float(np.median(areas)), 2) if areas.size else 0.0,
-        "threshold": round(result.threshold, 6), **model, "error": "",
+        "threshold": round(result.threshold, 6), **model,
+        "cell_diameter": round(result.cell_diameter, 2), "warning": result.warning, "error": "",
     }  # fmt: skip
 
 
@@ -177,7 +178,8 @@ def count_all(options: argparse.Namespace) -> int:
         precision=options.precision,
     )  # fmt: skip
     digest = file_sha256(checkpoint)
-    model = {"cell_diameter": counter.cell_diameter, "model": str(counter.module.hparams["arch"]),
+    source = "auto" if counter.cell_diameter == AUTO else "given"
+    model = {"diameter_source": source, "model": str(counter.module.hparams["arch"]),
              "checkpoint_sha256": digest}  # fmt: skip
     key = run_key(options, digest)
     rows = []
@@ -193,6 +195,9 @@ def count_all(options: argparse.Namespace) -> int:
     failed = [r for r in rows if r["error"]]
     if not options.quiet:
         print(f"counted {len(rows) - len(failed)} of {len(rows)} images -> {out / 'counts.csv'}")
+        for row in rows:
+            if row.get("warning"):
+                print(f"warning: {row['file']}: {row['warning']}", file=sys.stderr)
     return 1 if failed else 0
 
 
@@ -210,6 +215,21 @@ def _count_one(
         return {**empty, "file": str(path), "name": name, **model, "error": str(err)}
 
 
+def diameter_argument(text: str) -> float | str:
+    """``--cell-diameter``: ``auto`` or a positive number of px."""
+    if text == AUTO:
+        return AUTO
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not (np.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(
+            f"expected 'auto' or a positive number of px, got {text!r}"
+        )
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cellcount count",
@@ -219,9 +239,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", "--ckpt", dest="model", required=True,
                         help="checkpoint file (.ckpt), or a shipped model: "
                              f"{', '.join(PRETRAINED)} (no download)")  # fmt: skip
-    parser.add_argument("--cell-diameter", type=float, default=None,
-                        help="typical cell diameter in px (default: the model's); images "
-                             "are rescaled to the model's cell size")  # fmt: skip
+    parser.add_argument("--cell-diameter", type=diameter_argument, default=AUTO, metavar="D",
+                        help="typical cell diameter in px, or auto (default): estimated per "
+                             "image and written to counts.csv; images are rescaled to the "
+                             "model's cell size")  # fmt: skip
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--recursive", action="store_true", help="search folders recursively")
     parser.add_argument("--channel", type=int, default=None,
@@ -233,7 +254,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "predicted whole, larger ones in tiles of side <= SIZE; memory "
                              "grows with it (default %(default)s)")  # fmt: skip
     parser.add_argument("--threshold", type=float, default=None,
-                        help="probability threshold (default: the model's own)")  # fmt: skip
+                        help="probability threshold (default: the model's counting threshold, "
+                             "chosen on validation for unbiased counts)")  # fmt: skip
     parser.add_argument("--tta", action="store_true", help="average over flipped copies")
     parser.add_argument("--precision", default="auto", choices=PRECISIONS,
                         help="network arithmetic; auto (default): bf16 autocast where the "

@@ -35,10 +35,12 @@ from cellcount.data.io import (
     load_pair,
     read_artifact_boxes,
 )
+from cellcount.data.normalize import Normalization
 from cellcount.data.options import DataOptions
+from cellcount.data.sizes import median_diameter, rescale_image, rescale_truth, scale_for
 from cellcount.data.splits import Split, make_split, read_name_list
 from cellcount.data.synthetic import SyntheticConfig, generate_dataset
-from cellcount.data.targets import ImageRecord, TargetOptions, load_record
+from cellcount.data.targets import ImageRecord, TargetOptions, build_record
 from cellcount.data.transforms import build_augmentation
 
 log = logging.getLogger(__name__)
@@ -62,6 +64,8 @@ class CellDataModule(pl.LightningDataModule):
         self.targets = TargetOptions(
             options.min_cell_area, options.max_hole_area, options.wm_sigma, options.wm_band
         )
+        self.normalization = Normalization.from_dict(options.normalization)
+        self.scales: dict[str, float] = {}  # image name -> rescale_to factor applied
         self.datasets: dict[str, CropDataset] = {}
         self.records: dict[str, list[ImageRecord]] = {}
         self.split: Split | None = None
@@ -115,7 +119,7 @@ class CellDataModule(pl.LightningDataModule):
             split.save(self.split_file)
         if self.options.weight_maps:
             for sample in tqdm(samples, desc="weight maps", leave=False, disable=len(samples) < 20):
-                load_record(sample, self.targets, self.cache_dir)
+                build_record(sample, *self.load(sample), self.targets, self.cache_dir)
 
     def setup(self, stage: str | None = None) -> None:
         """Load the images of the split parts the stage needs (idempotent)."""
@@ -135,7 +139,8 @@ class CellDataModule(pl.LightningDataModule):
             )
         hp = self.options
         chosen = [s for s in samples if s.name in names]
-        records = [load_record(s, self.targets, self.cache_dir, hp.weight_maps) for s in chosen]
+        records = [build_record(s, *self.load(s), self.targets, self.cache_dir, hp.weight_maps)
+                   for s in chosen]  # fmt: skip
         self.records[part] = records
         padded = [pad_record(r, hp.crop_size) for r in records]
         self.datasets[part] = self._crop_dataset(padded, train=part == "train")
@@ -168,14 +173,24 @@ class CellDataModule(pl.LightningDataModule):
         samples = self.samples()
         split = self.split or self.make_split(samples)
         names = set(getattr(split, part))
-        return [(s.name, *load_pair(s)) for s in samples if s.name in names]
+        return [(s.name, *self.load(s)) for s in samples if s.name in names]
+
+    def load(self, sample: Sample) -> tuple[np.ndarray, np.ndarray]:
+        """A sample's normalised image and truth, resized to ``rescale_to`` if set."""
+        image, truth = load_pair(sample, self.normalization)
+        diameter = median_diameter(truth) if self.options.rescale_to else None
+        if diameter is None or self.options.rescale_to is None:
+            return image, truth
+        scale = self.scales[sample.name] = scale_for(diameter, self.options.rescale_to)
+        return rescale_image(image, scale), rescale_truth(truth, scale)
 
     def oversampling_boxes(self) -> list[dict[str, Any]]:
-        """Artefact boxes from the config list and the artefact file (if any)."""
+        """Artefact boxes from the config list and the artefact file (if any), in the
+        pixels of the (possibly rescaled, see ``rescale_to``) loaded images."""
         boxes = list(self.options.artifact_crops)
         if self.options.artifacts_file:
             boxes += read_artifact_boxes(self.options.artifacts_file)
-        return boxes
+        return [_scaled_box(box, self.scales.get(str(box["image"]), 1.0)) for box in boxes]
 
     # -- loaders ---------------------------------------------------------------
     def _loader_kwargs(self) -> dict[str, Any]:
@@ -200,6 +215,14 @@ class CellDataModule(pl.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return DataLoader(self.datasets["test"], shuffle=False, **self._loader_kwargs())
+
+
+def _scaled_box(box: dict[str, Any], scale: float) -> dict[str, Any]:
+    """An artefact box ``{image, y, x, height, width}`` in an image resized by ``scale``."""
+    if scale == 1.0:
+        return box
+    sides = {key: max(1, round(int(box[key]) * scale)) for key in ("height", "width")}
+    return {**box, "y": round(int(box["y"]) * scale), "x": round(int(box["x"]) * scale), **sides}
 
 
 def _usable(sample: Sample) -> bool:

@@ -3,7 +3,8 @@
 This is the only module that knows about files on disk. Everything it returns is
 in one convention:
 
-* images: float32 array (H, W, 3), RGB, values in [0, 1];
+* images: float32 array (H, W, 3), RGB, values in [0, 1], normalised by
+  :func:`cellcount.data.normalize.normalize_intensity`;
 * masks: bool array (H, W), True on cell pixels;
 * instance labels: int32 array (H, W), 0 background, one positive id per cell.
 
@@ -23,14 +24,18 @@ import tifffile
 from PIL import Image, UnidentifiedImageError
 from scipy import ndimage as ndi
 
+from cellcount.data.errors import DataError
+from cellcount.data.normalize import (
+    DEFAULT_NORMALIZATION,
+    Normalization,
+    Normalized,
+    normalize_intensity,
+)
+
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg")
 LAYOUTS = ("folder", "instances", "fnc_v1", "fnc_v2")
-
-
-class DataError(ValueError):
-    """A data file or folder cannot be used; the message names it and says what to do."""
 
 
 @dataclass(frozen=True)
@@ -52,71 +57,150 @@ class Sample:
     labels: bool = False
 
 
+@dataclass(frozen=True)
+class RawImage:
+    """Decoded pixels before normalisation.
+
+    Attributes:
+        array: raw values, any numeric dtype, (H, W), (H, W, C) or (C, H, W).
+        alpha: the file declares its last channel an alpha (PNG LA/RGBA, TIFF
+            ExtraSamples), so it may be dropped.
+        rgb: the channels are colours (PNG, JPEG, TIFF photometric RGB), not
+            separate fluorescence channels.
+    """
+
+    array: np.ndarray
+    alpha: bool = False
+    rgb: bool = True
+
+
 def read_array(path: Path) -> np.ndarray:
-    """Decode an image file into its raw array (any dtype, (H, W) or (H, W, C))."""
+    """Decode a mask or label file into its raw array (any dtype, (H, W) or (H, W, C)).
+
+    Palette images keep their indices: in a mask or label image they are the data.
+    """
+    return read_raw(path, expand_palette=False).array
+
+
+def read_raw(path: Path, expand_palette: bool = True) -> RawImage:
+    """Decode an image file; palette images come back expanded through their palette."""
     try:
-        if path.suffix.lower() in (".tif", ".tiff"):
-            array = tifffile.imread(path)
-        else:
-            with Image.open(path) as img:
-                array = np.asarray(img)
+        is_tiff = path.suffix.lower() in (".tif", ".tiff")
+        raw = _read_tiff(path) if is_tiff else _read_pillow(path, expand_palette)
     except (OSError, UnidentifiedImageError, ValueError) as err:
         raise DataError(
             f"cannot read image {path}: {err}. Check that the file is a complete "
             f"PNG/TIFF/JPEG (re-export it), or remove it from the folder."
         ) from err
-    if array.size == 0:
+    if raw.array.size == 0:
         raise DataError(f"image {path} is empty (zero size); remove it from the folder.")
-    return array
+    return raw
 
 
-def to_rgb_float(array: np.ndarray, source: Path | str = "<array>") -> np.ndarray:
-    """Normalise an 8/16-bit or float, grey/RGB/RGBA array to RGB float32 in [0, 1].
+def _read_pillow(path: Path, expand_palette: bool) -> RawImage:
+    with Image.open(path) as img:
+        picture: Image.Image = img
+        if expand_palette and img.mode in ("P", "PA"):  # in a photo the colours count
+            transparent = "transparency" in img.info or img.mode == "PA"
+            picture = img.convert("RGBA" if transparent else "RGB")
+        alpha = picture.mode in ("LA", "RGBA", "La", "RGBa")
+        return RawImage(np.asarray(picture), alpha=alpha)
 
-    Integer images are divided by their dtype's maximum (255 or 65535); float images
-    must already be in [0, 1]. Alpha is dropped; grey is repeated to three channels.
+
+def _read_tiff(path: Path) -> RawImage:
+    with tifffile.TiffFile(path) as tif:
+        page = tif.pages[0]
+        array = tif.asarray()
+        extra = tuple(getattr(page, "extrasamples", ()) or ())
+        photometric = getattr(page, "photometric", None)
+    alpha = any(int(value) in (1, 2) for value in extra)  # associated / unassociated alpha
+    rgb = photometric is not None and int(photometric) == int(tifffile.PHOTOMETRIC.RGB)
+    return RawImage(array, alpha=alpha, rgb=rgb)
+
+
+def to_rgb_float(
+    array: np.ndarray, source: Path | str = "<array>",
+    normalization: Normalization = DEFAULT_NORMALIZATION, alpha: bool = False,
+) -> np.ndarray:  # fmt: skip
+    """Normalise a grey/RGB(A) array of any numeric dtype to RGB float32 (H, W, 3) in [0, 1].
+
+    An image without contrast comes back black (use :func:`normalize_image` to
+    learn why); a real alpha channel is dropped; grey is repeated to three channels.
+    """
+    return normalize_image(RawImage(array, alpha=alpha), source, normalization).image
+
+
+def normalize_image(
+    raw: RawImage, source: Path | str = "<array>",
+    normalization: Normalization = DEFAULT_NORMALIZATION,
+) -> Normalized:  # fmt: skip
+    """Channels resolved (alpha dropped, grey -> RGB), then intensities normalised.
 
     Returns:
-        float32 array (H, W, 3) with values in [0, 1].
+        :class:`Normalized` with image float32 (H, W, 3) in [0, 1] and its warning.
     """
-    if array.ndim == 2:
-        array = array[..., None]
-    if array.ndim != 3 or array.shape[-1] not in (1, 3, 4):
+    array = _colour_channels(raw, source)
+    result = normalize_intensity(array, normalization, source)
+    image = result.image if result.image.shape[-1] == 3 else np.repeat(result.image, 3, axis=-1)
+    return Normalized(image, result.warning, result.countable)
+
+
+def _colour_channels(raw: RawImage, source: Path | str) -> np.ndarray:
+    """(H, W, 1) grey or (H, W, 3) RGB from a decoded image, dropping only a real alpha."""
+    array = raw.array[..., None] if raw.array.ndim == 2 else raw.array
+    if array.ndim != 3:
         raise DataError(
             f"image {source} has shape {array.shape}; expected (H, W), (H, W, 3) or "
-            f"(H, W, 4). Save it as a single-plane grey or RGB image."
+            f"(H, W, 4). Choose a plane of the stack with --channel."
         )
-    array = array[..., :3] if array.shape[-1] >= 3 else np.repeat(array, 3, axis=-1)
-    if np.issubdtype(array.dtype, np.integer):
-        return array.astype(np.float32) / float(np.iinfo(array.dtype).max)
-    image = array.astype(np.float32)
-    if not np.isfinite(image).all() or image.min() < 0 or image.max() > 1:
-        raise DataError(
-            f"float image {source} has values outside [0, 1] or NaN/inf; "
-            f"rescale it to [0, 1] or save it as 8/16-bit."
-        )
-    return image
+    channels = array.shape[-1]
+    if channels in (2, 4) and _is_alpha(array[..., -1], raw.alpha):
+        array, channels = array[..., :-1], channels - 1
+    if channels == 1 or (channels == 3 and raw.rgb):
+        return array
+    raise DataError(
+        f"image {source} has {channels} channels that are not an RGB colour image (shape "
+        f"{raw.array.shape}); choose the one with the stained cells with "
+        f"--channel 0..{channels - 1}."
+    )
 
 
-def read_image(path: Path | str, channel: int | None = None) -> np.ndarray:
-    """Read an image file as RGB float32 (H, W, 3) in [0, 1].
+def _is_alpha(plane: np.ndarray, declared: bool) -> bool:
+    """A declared alpha channel, or (for bare arrays) a constant last plane."""
+    return declared or bool(plane.min() == plane.max())
+
+
+def read_image(
+    path: Path | str, channel: int | None = None,
+    normalization: Normalization = DEFAULT_NORMALIZATION,
+) -> np.ndarray:  # fmt: skip
+    """Read an image file as RGB float32 (H, W, 3) in [0, 1]; see :func:`read_normalized`."""
+    return read_normalized(path, channel, normalization).image
+
+
+def read_normalized(
+    path: Path | str, channel: int | None = None,
+    normalization: Normalization = DEFAULT_NORMALIZATION,
+) -> Normalized:  # fmt: skip
+    """Read and normalise an image file, with the warning of :func:`normalize_intensity`.
 
     Args:
         path: PNG, TIFF (also multi-page / multi-channel) or JPEG file.
         channel: for multi-channel images, the channel that holds the cells; it
-            becomes a grey image. Needed when an image has other than 1, 3 or 4
-            channels (e.g. a (C, H, W) TIFF stack).
+            becomes a grey image. Needed when the channels are not RGB (e.g. a
+            (C, H, W) stack or a 4-channel fluorescence TIFF).
+        normalization: how raw values map to [0, 1] (the model's own at count time).
     """
     path = Path(path)
-    array = read_array(path)
-    if channel is not None or _is_stack(array):
-        array = select_channel(array, channel, path)
-    return to_rgb_float(array, path)
+    raw = read_raw(path)
+    if channel is not None or _is_stack(raw.array):
+        raw = RawImage(select_channel(raw.array, channel, path))
+    return normalize_image(raw, path, normalization)
 
 
 def _is_stack(array: np.ndarray) -> bool:
     """Channels-first stack (C, H, W) or channels-last with an unusual channel count."""
-    return array.ndim == 3 and array.shape[-1] not in (1, 3, 4)
+    return array.ndim == 3 and array.shape[-1] not in (1, 2, 3, 4)
 
 
 def select_channel(array: np.ndarray, channel: int | None, source: Path | str) -> np.ndarray:
@@ -300,14 +384,16 @@ def check_unique_names(names: Iterable[str]) -> None:
         seen.add(name)
 
 
-def load_pair(sample: Sample) -> tuple[np.ndarray, np.ndarray]:
-    """Read a sample's image and ground truth; check their sizes agree.
+def load_pair(
+    sample: Sample, normalization: Normalization = DEFAULT_NORMALIZATION
+) -> tuple[np.ndarray, np.ndarray]:
+    """Read a sample's image (normalised) and ground truth; check their sizes agree.
 
     Returns:
         image float32 (H, W, 3) in [0, 1]; truth (H, W): bool mask, or int32
         instance labels for a ``labels`` sample.
     """
-    image = read_image(sample.image)
+    image = read_image(sample.image, normalization=normalization)
     mask = read_labels(sample.mask) if sample.labels else read_mask(sample.mask)
     if image.shape[:2] != mask.shape:
         raise DataError(

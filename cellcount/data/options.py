@@ -6,10 +6,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cellcount.data.io import DataError
+from cellcount.data.normalize import DEFAULT_NORMALIZATION, Normalization
 from cellcount.evaluation.matching import PAPER_RADIUS
 
 LAYOUTS = ("folder", "instances", "fnc_v1", "fnc_v2")
-AUGMENTATIONS = ("paper", "none")
+AUGMENTATIONS = ("paper", "generalist", "none")
 
 
 @dataclass
@@ -49,6 +50,12 @@ class DataOptions:
             synthetic generator writes one (``artifacts.csv``).
         cache_dir: weight-map cache (default ``<root>/.cellcount_cache``).
         skip_bad_files: warn and skip unpaired files instead of failing.
+        normalization: intensity normalisation ``{method, low, high}``
+            (:class:`cellcount.data.normalize.Normalization`); recorded in the checkpoint.
+        rescale_to: if set, every image is resized so that the median diameter of
+            its true cells becomes this many px (a model for any cell size, used
+            with automatic size estimation at count time); ``cell_diameter`` should
+            then equal it.
     """
 
     root: str
@@ -83,6 +90,8 @@ class DataOptions:
     artifacts_file: str | None = None
     cache_dir: str | None = None
     skip_bad_files: bool = False
+    normalization: dict[str, Any] = field(default_factory=DEFAULT_NORMALIZATION.as_dict)
+    rescale_to: float | None = None
 
     def __post_init__(self) -> None:
         """Check the values once, before any file is read; the message names the key."""
@@ -99,6 +108,12 @@ class DataOptions:
         )
         _check(self.cell_diameter > 0, "cell_diameter", self.cell_diameter, "a positive value (px)")
         _check(self.match_radius > 0, "match_radius", self.match_radius, "a positive value (px)")
+        try:
+            Normalization.from_dict(self.normalization)
+        except (TypeError, ValueError) as err:
+            raise DataError(f"data.normalization={self.normalization!r}: {err}") from err
+        if self.rescale_to is not None:
+            _check(self.rescale_to > 0, "rescale_to", self.rescale_to, "a positive value (px)")
         for key in ("aug_factor", "manual_aug_factor", "artifact_copies"):
             _check(getattr(self, key) >= 0, key, getattr(self, key), "0 or more")
 

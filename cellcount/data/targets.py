@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from cellcount.data.io import Sample, load_pair, training_mask
+from cellcount.data.normalize import DEFAULT_NORMALIZATION, Normalization
 from cellcount.data.weight_maps import clean_mask, weight_map
 from cellcount.runtime.files import array_sha256, atomic_save_npy, atomic_write_text
 
@@ -100,10 +101,24 @@ def _load_valid(path: Path, shape: tuple[int, ...]) -> np.ndarray | None:
 
 
 def load_record(
-    sample: Sample, options: TargetOptions, cache_dir: Path, use_weight_map: bool = True
-) -> ImageRecord:
-    """Read a sample and build its training targets."""
-    image, truth = load_pair(sample)
+    sample: Sample, options: TargetOptions, cache_dir: Path, use_weight_map: bool = True,
+    normalization: Normalization = DEFAULT_NORMALIZATION,
+) -> ImageRecord:  # fmt: skip
+    """Read a sample and build its training targets (see :func:`build_record`)."""
+    image, truth = load_pair(sample, normalization)
+    return build_record(sample, image, truth, options, cache_dir, use_weight_map)
+
+
+def build_record(
+    sample: Sample, image: np.ndarray, truth: np.ndarray, options: TargetOptions,
+    cache_dir: Path, use_weight_map: bool = True,
+) -> ImageRecord:  # fmt: skip
+    """Training targets of an image: cleaned mask and (cached) weight map.
+
+    Args:
+        sample: where the pair came from (its name and whether truth is instance labels).
+        image: float32 (H, W, 3) in [0, 1]; truth: bool mask or int labels (H, W).
+    """
     mask = training_mask(truth)
     target = clean_mask(mask, options.min_cell_area, options.max_hole_area)
     if sample.labels:  # hole filling must not close the gaps between touching cells

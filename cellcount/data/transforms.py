@@ -21,6 +21,9 @@ Recipes:
 * ``"paper"`` (:func:`paper_augmentation`): the standard per-copy recipe ``data_aug``:
   RGB-shift branch (p 0.05, crops with > 2 cells only), else photometric + geometric
   branch (p 0.65), else elastic branch (p 0.9), else ``shifter(p=1)``.
+* ``"generalist"``: ``"paper"`` followed by the lab-variation steps of
+  :mod:`cellcount.data.lab_augmentation` (cell size, gamma, contrast, noise, grey levels,
+  blur, grey cameras and channel order).
 * ``"artifact"`` (:func:`artifact_augmentation`): the artefact-crop recipe, copies split
   80 : 35 : 13 between edges_aug + shifter, elastic, and box blur.
 * ``"none"``: identity.
@@ -66,8 +69,10 @@ import albumentations as A
 import cv2
 import numpy as np
 
+from cellcount.data.lab_augmentation import lab_augmentation
+
 BORDER = cv2.BORDER_REFLECT_101
-AUGMENTATION_KINDS = ("paper", "artifact", "none")
+AUGMENTATION_KINDS = ("paper", "generalist", "artifact", "none")
 
 # Additional target: the weight map is resampled like the mask (nearest neighbour).
 TARGETS = {"weight": "mask"}
@@ -357,8 +362,9 @@ def build_augmentation(
     """The augmentation pipeline ``kind`` as an ``A.Compose`` with targets image/mask/weight.
 
     Args:
-        kind: ``"paper"`` (standard recipe), ``"artifact"`` (artefact crops) or ``"none"``
-            (identity; ``noise_std`` is ignored).
+        kind: ``"paper"`` (standard recipe), ``"generalist"`` (the paper's recipe then
+            :func:`cellcount.data.lab_augmentation.lab_augmentation`), ``"artifact"``
+            (artefact crops) or ``"none"`` (identity; ``noise_std`` is ignored).
         noise_std: std of additive Gaussian noise on the [0, 1] image, applied after the
             recipe on every call; 0 (default) = none, as in the authors' code.
         seed: if given, the pipeline's random stream starts from it (see
@@ -372,8 +378,10 @@ def build_augmentation(
     if noise_std < 0:
         raise ValueError(f"noise_std must be >= 0, got {noise_std}")
     transforms: list[Transform] = []
-    if kind == "paper":
+    if kind in ("paper", "generalist"):
         transforms = paper_augmentation()
+    if kind == "generalist":
+        transforms += lab_augmentation()
     elif kind == "artifact":
         transforms = artifact_augmentation()
     if transforms and noise_std > 0:

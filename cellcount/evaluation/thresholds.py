@@ -171,6 +171,26 @@ def select_threshold(
     return knee
 
 
+def select_count_threshold(table: Sequence[dict[str, float]], f1_tolerance: float = 0.02) -> float:
+    """The threshold whose counts are least biased, among those with near-best F1.
+
+    kneedle picks a conservative threshold (the knee of the F1 curve), which
+    under-counts; for counting, the threshold with the smallest ``|MPE|`` (mean
+    signed relative count error) among the rows whose F1 is within
+    ``f1_tolerance`` of the best is better (docs/method.md#threshold-selection).
+    Ties go to the higher F1.
+
+    Args:
+        table: sweep rows with ``threshold``, ``f1`` and ``mpe``.
+    """
+    if not table:
+        raise ValueError("empty sweep table")
+    best = max(row["f1"] for row in table)
+    near = [row for row in table if row["f1"] >= best - f1_tolerance]
+    chosen = min(near, key=lambda row: (abs(row["mpe"]), -row["f1"]))
+    return float(chosen["threshold"])
+
+
 def sweep_image(
     prob: np.ndarray,
     truth: np.ndarray,
@@ -267,6 +287,7 @@ def save_curve(
     path_png: Path | str,
     path_csv: Path | str,
     chosen: float | None = None,
+    count_threshold: float | None = None,
 ) -> None:
     """Write the sweep table as CSV and the F1/precision/recall-vs-threshold plot.
 
@@ -277,15 +298,19 @@ def save_curve(
         path_png: plot path (format from the suffix).
         path_csv: CSV path; columns are the first row's keys, in order.
         chosen: threshold to mark with a vertical line, if any.
+        count_threshold: the counting threshold, marked too when given.
     """
     if not table:
         raise ValueError("empty sweep table")
     columns = list(table[0])
     write_csv(path_csv, [{key: row[key] for key in columns} for row in table], columns)
-    _plot_curve(table, Path(path_png), chosen)
+    _plot_curve(table, Path(path_png), chosen, count_threshold)
 
 
-def _plot_curve(table: Sequence[dict[str, float]], path: Path, chosen: float | None) -> None:
+def _plot_curve(
+    table: Sequence[dict[str, float]], path: Path, chosen: float | None,
+    count_threshold: float | None = None,
+) -> None:  # fmt: skip
     # Figure + Agg canvas directly: no pyplot global state, safe in workers.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -311,6 +336,9 @@ def _plot_curve(table: Sequence[dict[str, float]], path: Path, chosen: float | N
             color="tab:red",
             bbox={"boxstyle": "round", "fc": "white", "ec": "tab:red", "alpha": 0.9},
         )
+    if count_threshold is not None:
+        axes.axvline(count_threshold, color="tab:green", linestyle="--",
+                     label=f"counting t = {count_threshold:.3f}")  # fmt: skip
     axes.set_xlabel("threshold")
     axes.set_ylabel("score")
     axes.set_title("F1 vs threshold")

@@ -42,6 +42,7 @@ from typing import Any, Literal, get_args
 import numpy as np
 import torch
 
+from cellcount.data.normalize import PAPER_NORMALIZATION
 from cellcount.inference.checkpoints import checkpoint_dict, save_checkpoint
 from cellcount.nets import build_net
 from cellcount.runtime.files import file_sha256
@@ -485,7 +486,9 @@ def build_checkpoint(net_state: Mapping[str, torch.Tensor], threshold: float) ->
     """
     _check_threshold(threshold)
     n = infer_n_features_start(net_state.values())
-    module = CellSegModule(arch=ARCH, arch_kwargs={"n_features_start": n}, threshold=threshold)
+    # The authors divided images by the dtype maximum: record it, so counting does too.
+    module = CellSegModule(arch=ARCH, arch_kwargs={"n_features_start": n}, threshold=threshold,
+                           normalization=PAPER_NORMALIZATION.as_dict())  # fmt: skip
     module.net.load_state_dict(net_state, strict=True)
     checkpoint = checkpoint_dict(module)
     checkpoint["hyper_parameters"] = _plain(checkpoint["hyper_parameters"])

@@ -106,6 +106,9 @@ def export_metadata(module: CellSegModule, height: int, width: int) -> dict[str,
         "output": f"{OUTPUT_NAME}: float32 (N, 1, H, W) cell probability in [0, 1]; "
         "cells = probability > threshold",
         "export_size": f"{height}x{width}",
+        # How raw images become the [0, 1] input (cellcount.data.normalize).
+        "normalization": json.dumps(module.normalization.as_dict()),
+        "count_threshold": repr(module.count_threshold),
     }
     if (
         "cell_diameter" in module.hparams

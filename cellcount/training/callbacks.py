@@ -25,6 +25,7 @@ from cellcount.evaluation.postprocess import postprocess
 from cellcount.evaluation.scoring import score_image
 from cellcount.evaluation.thresholds import (
     save_curve,
+    select_count_threshold,
     select_threshold,
     sweep_image,
     sweep_table,
@@ -52,9 +53,16 @@ class ThresholdSweep(pl.Callback):
     travels in the checkpoint. The final sweep rewrites the best checkpoint with
     its threshold and saves ``threshold_sweep.png``/``.csv`` (the paper's Fig. 5).
 
+    The grid reaches down to ``count_start`` for a second choice, the counting
+    threshold (the least biased counts among near-best F1, see
+    :func:`cellcount.evaluation.thresholds.select_count_threshold`), stored as the
+    checkpoint's ``count_threshold``; kneedle only sees the paper's part of the grid.
+
     Args:
         every_n_epochs: sweep period during training (0: only at the end).
         start, stop, step: threshold grid (paper: 0.5 to 0.975 by 0.025).
+        count_start: lowest threshold considered for counting.
+        count_f1_tolerance: the counting threshold keeps F1 within this of the best.
         method: ``kneedle`` (paper) or ``argmax``.
         radius: matching radius in px (paper: 50).
         matching: ``greedy`` (paper) or ``hungarian``.
@@ -70,6 +78,8 @@ class ThresholdSweep(pl.Callback):
         start: float = 0.5,
         stop: float = 0.975,
         step: float = 0.025,
+        count_start: float = 0.3,
+        count_f1_tolerance: float = 0.02,
         method: str = "kneedle",
         radius: float = PAPER_RADIUS,
         matching: str = "greedy",
@@ -80,7 +90,10 @@ class ThresholdSweep(pl.Callback):
         if method not in ("kneedle", "argmax"):
             raise ValueError(f"unknown threshold method {method!r}; use 'kneedle' or 'argmax'")
         self.every_n_epochs = every_n_epochs
-        self.grid = threshold_grid(start, stop, step)
+        self.grid = threshold_grid(min(start, count_start), stop, step)
+        self.paper_grid = self.grid >= start - 1e-9
+        self.count_f1_tolerance = count_f1_tolerance
+        self.count_threshold: float | None = None
         self.method = method
         self.radius = radius
         self.matching = matching
@@ -89,6 +102,7 @@ class ThresholdSweep(pl.Callback):
         self.output_dir = output_dir
         self._images: Images | None = None
         self.result: dict[str, float] | None = None  # final sweep's row at the chosen threshold
+        self.count_result: dict[str, float] | None = None  # ... at the counting threshold
 
     # -- hooks -------------------------------------------------------------------
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -108,16 +122,20 @@ class ThresholdSweep(pl.Callback):
             module.load_state_dict(read_checkpoint(best)["state_dict"])
         table, chosen = self.run(trainer, module, None)
         row = self.result = _row_at(table, chosen)
+        self.count_result = _row_at(table, self.count_threshold or chosen)
         metrics = {f"val/{k}": row[k] for k in ("f1", "mae", "precision", "recall", "threshold")}
         for logger in trainer.loggers:
             logger.log_metrics({f"{k}_final": v for k, v in metrics.items()}, trainer.global_step)
         if trainer.is_global_zero:
             out = self._output_dir(trainer)
-            save_curve(table, out / "threshold_sweep.png", out / "threshold_sweep.csv", chosen)
+            save_curve(table, out / "threshold_sweep.png", out / "threshold_sweep.csv", chosen,
+                       self.count_threshold)  # fmt: skip
             if best:
-                _store_threshold(Path(best), chosen)
+                _store_threshold(Path(best), chosen, self.count_threshold)
             self._log_pictures(trainer, module, out / "threshold_sweep.png")
-        log.info("threshold %.3f chosen on validation (F1 %.4f)", chosen, row["f1"])
+        log.info("threshold %.3f chosen on validation (F1 %.4f); counting threshold %.3f "
+                 "(MPE %+.3f)", chosen, row["f1"], self.count_result["threshold"],
+                 self.count_result["mpe"])  # fmt: skip
 
     # -- work ----------------------------------------------------------------------
     def run(
@@ -136,8 +154,11 @@ class ThresholdSweep(pl.Callback):
         per_image = [matches for _, matches in sorted(_gather(local))]
         table = sweep_table(self.grid, per_image)
         f1 = np.array([row["f1"] for row in table])
-        chosen = select_threshold(self.grid, f1, self.method)  # type: ignore[arg-type]
+        grid, paper_f1 = self.grid[self.paper_grid], f1[self.paper_grid]
+        chosen = select_threshold(grid, paper_f1, self.method)  # type: ignore[arg-type]
         module.threshold.fill_(chosen)
+        self.count_threshold = select_count_threshold(table, self.count_f1_tolerance)
+        module.hparams["count_threshold"] = self.count_threshold
         return table, chosen
 
     def images(self, trainer: pl.Trainer) -> Images:
@@ -196,9 +217,11 @@ def _gather(local: list[tuple[int, list[ImageMatch]]]) -> list[tuple[int, list[I
     return [item for part in parts for item in part]
 
 
-def _store_threshold(path: Path, threshold: float) -> None:
-    """Rewrite a checkpoint with the chosen threshold in its state dict and hparams."""
+def _store_threshold(path: Path, threshold: float, count_threshold: float | None) -> None:
+    """Rewrite a checkpoint with the chosen thresholds (state dict and hparams)."""
     checkpoint = read_checkpoint(path)
     checkpoint["state_dict"]["threshold"] = torch.tensor(threshold)
-    checkpoint.setdefault("hyper_parameters", {})["threshold"] = threshold
+    hparams = checkpoint.setdefault("hyper_parameters", {})
+    hparams["threshold"] = threshold
+    hparams["count_threshold"] = count_threshold
     save_checkpoint(checkpoint, path)

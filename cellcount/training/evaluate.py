@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     write_run_info(run_dir, cfg.seed)
     module = load_module(resolve_model(cfg.ckpt), resolve_device(cfg.device))
     threshold = float(module.threshold) if cfg.threshold is None else float(cfg.threshold)
-    images = CellDataModule(instantiate(cfg.data)).full_images(cfg.part)
+    # Images are normalised as the model was trained, whatever the data config says.
+    options = replace(instantiate(cfg.data), normalization=module.normalization.as_dict())
+    images = CellDataModule(options).full_images(cfg.part)
     overlay_dir = run_dir / "overlays" if cfg.overlays else None
     metrics, rows = evaluate_images(
         model_segmenter(module, threshold), images, cfg.radius, cfg.matching, overlay_dir,

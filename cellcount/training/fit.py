@@ -62,8 +62,9 @@ def _fit_fields(
         "best_checkpoint": best_path or "", "val_loss": best_score,
         "epochs": trainer.current_epoch,
         "parameters": sum(p.numel() for p in module.parameters() if p.requires_grad),
-        "threshold": float(module.threshold),
+        "threshold": float(module.threshold), "count_threshold": module.count_threshold,
         "val": sweep.result if sweep is not None else None,
+        "val_counting": sweep.count_result if sweep is not None else None,
     }  # fmt: skip
     if cfg.test:
         test_loss = trainer.test(module, datamodule=datamodule, ckpt_path=best_path,

@@ -10,6 +10,7 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
+from cellcount.data.normalize import Normalization
 from cellcount.evaluation.postprocess import REFERENCE_CELL_DIAMETER, PostprocessParams
 from cellcount.nets import build_net, net_config
 from cellcount.training.losses import weighted_bce
@@ -32,6 +33,11 @@ class CellSegModule(pl.LightningModule):
         threshold: initial probability threshold in (0, 1); tuned later on validation.
         cell_diameter: expected cell diameter in px; scales the post-processing
             constants (the paper's at 40 px, see :class:`PostprocessParams`).
+        normalization: intensity normalisation of the training images
+            (:class:`cellcount.data.normalize.Normalization` as a dict); None: the
+            paper's divide-by-dtype-maximum (what older and converted checkpoints use).
+        count_threshold: threshold for counting chosen on validation to make counts
+            unbiased; None: counting uses ``threshold``.
         optimizer: ``params -> Optimizer`` (Hydra ``_partial_``); default Adam(lr=1e-3).
         scheduler: ``optimizer -> scheduler``; a ReduceLROnPlateau watches ``val/loss``.
     """
@@ -45,6 +51,8 @@ class CellSegModule(pl.LightningModule):
         cell_weight: float = 1.5,
         threshold: float = 0.5,
         cell_diameter: float = REFERENCE_CELL_DIAMETER,
+        normalization: dict[str, Any] | None = None,
+        count_threshold: float | None = None,
         optimizer: OptimizerFactory | None = None,
         scheduler: SchedulerFactory | None = None,
     ) -> None:
@@ -53,11 +61,24 @@ class CellSegModule(pl.LightningModule):
         # Record the resolved, JSON-plain kwargs (defaults filled in): the checkpoint
         # then holds only primitive types and loads with torch.load(weights_only=True).
         arch_kwargs = net_config(self.net)["kwargs"]
+        if normalization is not None:  # checked, and a plain dict (not a DictConfig)
+            normalization = Normalization.from_dict(dict(normalization)).as_dict()
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
         self.register_buffer("threshold", torch.tensor(float(threshold)))
         self.cell_weight = float(cell_weight)
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
+
+    @property
+    def normalization(self) -> Normalization:
+        """How this model's images are normalised (recorded in the checkpoint)."""
+        return Normalization.from_dict(self.hparams.get("normalization"))
+
+    @property
+    def count_threshold(self) -> float:
+        """The threshold for counting: the unbiased one when stored, else ``threshold``."""
+        stored = self.hparams.get("count_threshold")
+        return float(self.threshold) if stored is None else float(stored)
 
     def postprocess_params(self) -> PostprocessParams:
         """Post-processing constants for this model's expected cell size."""

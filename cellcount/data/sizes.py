@@ -1,0 +1,62 @@
+"""Cell sizes: the median cell diameter of a label image, and rescaling to a cell size.
+
+The diameter of a cell is its equivalent diameter ``2 * sqrt(area / pi)``; the
+typical diameter of an image is the median over its cells. Training can rescale
+every image so that its cells have one reference diameter (``data.rescale_to``),
+and counting rescales each image the same way from an estimated diameter
+(docs/method.md#cell-size).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage as ndi
+from skimage.transform import resize
+
+# Rescaling factors are kept within these bounds (an image shrunk 8x or grown 4x).
+MIN_SCALE, MAX_SCALE = 1 / 8, 4.0
+# Cells smaller than this many pixels are noise, not cells, for size statistics.
+MIN_CELL_PIXELS = 4
+
+
+def cell_diameters(labels: np.ndarray) -> np.ndarray:
+    """Equivalent diameters (px) of the cells of an int (H, W) label image, float (K,).
+
+    A bool mask is labelled first (4-connected components). Objects under
+    ``MIN_CELL_PIXELS`` pixels are left out.
+    """
+    if labels.dtype == bool:
+        labels = ndi.label(labels)[0]
+    areas = np.bincount(labels.ravel())[1:]
+    areas = areas[areas >= MIN_CELL_PIXELS]
+    return 2.0 * np.sqrt(areas / np.pi)
+
+
+def median_diameter(labels: np.ndarray) -> float | None:
+    """Median equivalent diameter (px) of the cells of a label image or mask; None if none."""
+    diameters = cell_diameters(labels)
+    return float(np.median(diameters)) if diameters.size else None
+
+
+def scale_for(diameter: float, reference: float) -> float:
+    """Factor that brings cells of ``diameter`` px to ``reference`` px, within the bounds."""
+    return float(np.clip(reference / diameter, MIN_SCALE, MAX_SCALE))
+
+
+def rescale_image(image: np.ndarray, scale: float) -> np.ndarray:
+    """float32 (H, W, C) image resized by ``scale`` (bilinear, anti-aliased when shrinking)."""
+    shape = _scaled_shape(image.shape[:2], scale)
+    out = resize(image, (*shape, *image.shape[2:]), order=1, anti_aliasing=scale < 1,
+                 preserve_range=True)  # fmt: skip
+    return out.astype(np.float32, copy=False)
+
+
+def rescale_truth(truth: np.ndarray, scale: float) -> np.ndarray:
+    """A bool mask or int label image resized by ``scale`` (nearest: ids and values kept)."""
+    shape = _scaled_shape(truth.shape, scale)
+    out = resize(truth, shape, order=0, anti_aliasing=False, preserve_range=True)
+    return out.astype(truth.dtype, copy=False)
+
+
+def _scaled_shape(shape: tuple[int, ...], scale: float) -> tuple[int, int]:
+    return max(1, round(shape[0] * scale)), max(1, round(shape[1] * scale))

@@ -1,0 +1,85 @@
+"""Cell sizes: measuring label images, rescaling, and the automatic size estimate."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cellcount import samples
+from cellcount.cli.count import main as count_main
+from cellcount.data.io import read_labels
+from cellcount.data.sizes import (
+    MAX_SCALE,
+    median_diameter,
+    rescale_image,
+    rescale_truth,
+    scale_for,
+)
+from cellcount.inference.cell_size import first_guess, needs_refinement
+
+
+def _discs(diameter: float, touching: bool = False, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """An RGB [0, 1] image of bright discs of ``diameter`` px on noise, and their labels;
+    with ``touching``, the discs come in touching pairs."""
+    rng = np.random.default_rng(seed)
+    side = int(max(256, diameter * 9))
+    yy, xx = np.mgrid[:side, :side]
+    labels = np.zeros((side, side), np.int32)
+    grid = [(y, x) for y in np.arange(diameter, side - diameter, diameter * 2.5)
+            for x in np.arange(diameter, side - 2 * diameter, diameter * 3.2)]  # fmt: skip
+    partner = [(y, x + 0.95 * diameter) for y, x in grid] if touching else []
+    centres = grid + partner
+    for index, (cy, cx) in enumerate(centres, start=1):
+        radius = diameter / 2 * rng.uniform(0.9, 1.1)
+        labels[((yy - cy) ** 2 + (xx - cx) ** 2 < radius**2) & (labels == 0)] = index
+    image = 0.1 + 0.02 * rng.standard_normal((side, side)) + 0.6 * (labels > 0)
+    return np.repeat(np.clip(image, 0, 1)[..., None], 3, -1).astype(np.float32), labels
+
+
+@pytest.mark.parametrize("diameter", [8, 14, 30, 60, 120])
+@pytest.mark.parametrize("touching", [False, True])
+def test_first_guess_is_within_25_percent(diameter: float, touching: bool) -> None:
+    image, labels = _discs(diameter, touching)
+    true = median_diameter(labels)
+    guess = first_guess(image)
+    assert true is not None and guess is not None
+    assert abs(guess / true - 1) <= 0.25, (guess, true)
+
+
+def test_no_objects_no_guess() -> None:
+    assert first_guess(np.zeros((64, 64, 3), np.float32)) is None
+    assert median_diameter(np.zeros((8, 8), np.int32)) is None
+
+
+def test_median_diameter_and_rescaling_round_trip() -> None:
+    image, labels = _discs(20)
+    assert median_diameter(labels) == pytest.approx(20, rel=0.1)
+    assert median_diameter(labels > 0) == pytest.approx(median_diameter(labels))
+    scale = scale_for(20, 10)
+    small, small_labels = rescale_image(image, scale), rescale_truth(labels, scale)
+    assert small.shape[:2] == small_labels.shape == (image.shape[0] // 2, image.shape[1] // 2)
+    assert set(np.unique(small_labels)) <= set(np.unique(labels))
+    assert median_diameter(small_labels) == pytest.approx(10, rel=0.15)
+    assert scale_for(1.0, 16.0) == MAX_SCALE  # bounded
+
+
+def test_refinement_rule() -> None:
+    assert not needs_refinement(20, 24) and needs_refinement(20, 26) and needs_refinement(20, 14)
+    assert not needs_refinement(20, None)
+
+
+def test_count_estimates_the_size_of_real_nuclei(tmp_path: Path) -> None:
+    images = str(samples.path("dsb2018") / "images")
+    flags = ["--out", str(tmp_path), "--no-overlays", "--no-labels", "--quiet"]
+    assert count_main([images, "--model", "pretrained", *flags]) == 0
+    with (tmp_path / "counts.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    errors = []
+    for row in rows:
+        assert row["diameter_source"] == "auto" and int(row["count"]) > 0
+        truth = read_labels(samples.path("dsb2018") / "labels" / f"{row['name']}.png")
+        errors.append(float(row["cell_diameter"]) / (median_diameter(truth) or 1) - 1)
+    assert np.mean(np.abs(errors) <= 0.25) >= 0.8, errors

@@ -2,7 +2,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install test test-all lint typecheck package-check bench real-data pretrained samples-scores clean
+.PHONY: install test test-all lint typecheck package-check bench real-data pretrained dsb-table1 samples-scores clean
 
 install:  ## create .venv and install cellcount (editable) with dev extras
 	$(PY) -m venv $(VENV)
@@ -31,12 +31,16 @@ bench:  ## speed and memory benchmarks -> BENCHMARKS.md (minutes; not part of th
 clean:
 	rm -rf .pytest_cache .mypy_cache .ruff_cache
 
-# The next two need the full DSB 2018 fluorescence set (not shipped): CELLCOUNT_DSB=/path/to/it
-real-data:  ## DSB 2018 accuracy: c_resunet vs the classical baseline -> outputs/dsb_benchmark/table1.md
+# The next three need data that is not shipped: the full DSB 2018 fluorescence set
+# (CELLCOUNT_DSB=/path/to/it) and the FNC sample folder (CELLCOUNT_FNC=/path/to/it).
+real-data:  ## the shipped model vs the classical baseline on held-out real sets -> docs/results/real_data.md
 	$(BIN)/python -m scripts.real_data
 
 pretrained:  ## train the shipped `pretrained` model -> cellcount/resources/models/
 	$(BIN)/python -m scripts.make_pretrained
+
+dsb-table1:  ## DSB 2018 Table 1: c_resunet trained on DSB vs the classical baseline -> outputs/dsb_benchmark/
+	$(BIN)/python -m scripts.dsb_table1
 
 samples-scores:  ## the shipped model on every shipped sample set -> docs/results/samples.md
 	$(BIN)/python -m scripts.score_samples

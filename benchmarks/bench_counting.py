@@ -21,11 +21,11 @@ from typing import Any
 import torch
 
 import cellcount.cli.count as count_cli
-from benchmarks.bench_common import Result, Stats, progress
+from benchmarks.bench_common import FNC_CELL_DIAMETER, Result, Stats, progress
 from cellcount.counter import DEFAULT_TILE_SIZE, Counter, cell_table
 from cellcount.data.io import read_image, read_labels
 from cellcount.evaluation.overlays import render_overlay, save_png
-from cellcount.evaluation.postprocess import postprocess
+from cellcount.evaluation.postprocess import PostprocessParams, postprocess
 from cellcount.inference.checkpoints import save_checkpoint
 from cellcount.training.module import CellSegModule
 
@@ -69,13 +69,15 @@ class CliCase:
 def _stage_times(counter: Counter, path: Path, out: Path, repeats: int) -> dict[str, Stats]:
     """Per-stage wall times of counting one image file: ``Counter.count`` + the CLI's writes."""
     stages: dict[str, list[float]] = {name: [] for name in STAGES}
+    diameter = float(counter.cell_diameter)  # a given size: the stages of one pass
+    params = PostprocessParams.from_cell_diameter(diameter)
     for index in range(1 + repeats):  # one warm-up pass
         marks = [time.perf_counter()]
         image = read_image(path)
         marks.append(time.perf_counter())
-        prob = counter.probabilities(image)
+        prob = counter.probabilities(image, diameter)
         marks.append(time.perf_counter())
-        labels = postprocess(prob, counter.threshold, counter.params)
+        labels = postprocess(prob, counter.threshold, params)
         marks.append(time.perf_counter())
         cell_table(labels, image)
         marks.append(time.perf_counter())
@@ -157,9 +159,9 @@ def default_cases(archs: Sequence[str], unet_images: int) -> list[CliCase]:
         CliCase("`--model pretrained --no-overlays`", "pretrained", ("--no-overlays",)),
         CliCase("`--model pretrained --precision fp32`", "pretrained", ("--precision", "fp32")),
         CliCase(
-            "`--model pretrained --cell-diameter 25` (README's FNC setting)",
+            "`--model pretrained --cell-diameter 40` (size given, not estimated)",
             "pretrained",
-            ("--cell-diameter", "25"),
+            ("--cell-diameter", "40"),
         ),
     ]
     for arch in archs:
@@ -178,7 +180,7 @@ def run(images: list[Path], repeats: int, cases: Sequence[CliCase]) -> Result:
         the default-options row).
     """
     first = images[0]
-    counter = Counter.from_checkpoint("pretrained", device="cpu")
+    counter = Counter.from_checkpoint("pretrained", device="cpu", cell_diameter=FNC_CELL_DIAMETER)
     height, width = read_image(first).shape[:2]
     with tempfile.TemporaryDirectory(prefix="cellcount-bench-") as scratch:
         scratch_dir = Path(scratch)

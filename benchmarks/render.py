@@ -446,7 +446,8 @@ def _counting_intro(data: Data, stages: dict[str, Stats]) -> str:
     breakdown.append(["**total**", f"**{fmt_stats(stages['total'])}**"])
     return (
         f"One real {data['width']}x{data['height']} image (`{data['image']}`), the shipped "
-        "pretrained c_resunet (`Counter.from_checkpoint('pretrained', 'cpu')`: threshold "
+        "pretrained c_resunet (`Counter.from_checkpoint('pretrained', 'cpu', cell_diameter=40)`: "
+        "threshold "
         f"{data['threshold']:.2f}, precision {data['precision']}, tile budget "
         f"{data['tile_size']} px so one forward pass), stages as `Counter.count` runs them, "
         "then what the CLI writes by default (`write_labels`: zlib 16-bit label TIFF; "
@@ -476,9 +477,9 @@ def _counting_cli(data: Data) -> str:
         "divided by the images; *goal*: the end-to-end goal per 1600x1200 image with the "
         "default options. Models are warm from the rows above and section 4 (same process; "
         "run alone, the first image of each also creates its oneDNN kernels). The masks "
-        f"count {', '.join(map(str, data['truth']))} cells in these images; the counts "
-        "without `--cell-diameter` are at the model's own 16 px cell size, not these ~40 px "
-        "neurons (they show the downstream workload; see README for counting FNC images).\n\n"
+        f"count {', '.join(map(str, data['truth']))} cells in these images. The default "
+        "rows estimate each image's cell size (`--cell-diameter auto`); the row with "
+        "`--cell-diameter 40` is told it, so the two give the cost of the estimate.\n\n"
         + table(header, rows)
     )
 

@@ -179,16 +179,27 @@ class Counter:
         )  # fmt: skip
 
     def segment(self, image: np.ndarray) -> tuple[float, np.ndarray]:
-        """The cell diameter used and the int32 (H, W) labels of a normalised image."""
+        """The cell diameter used and the int32 (H, W) labels of a normalised image.
+
+        With ``auto``: count at the first guess; if the model finds nothing there,
+        at half and then twice the guess; then, if the cells found differ from the
+        size counted at by more than the tolerance, once more at their size
+        (docs/method.md#cell-size).
+        """
         if self.cell_diameter != AUTO:
             diameter = float(self.cell_diameter)
             return diameter, self.labels(image, diameter)
         guess = first_guess(image) or self.model_diameter
-        labels = self.labels(image, guess)
-        measured = median_diameter(labels)
-        if measured is not None and needs_refinement(guess, measured):
+        for diameter in (guess, guess / 2, guess * 2):
+            labels = self.labels(image, diameter)
+            measured = median_diameter(labels)
+            if measured is not None:
+                break
+        if measured is None:  # no cells at any of the three sizes
+            return guess, np.zeros(image.shape[:2], np.int32)
+        if needs_refinement(diameter, measured):
             return measured, self.labels(image, measured)
-        return guess, labels
+        return diameter, labels
 
     def labels(self, image: np.ndarray, cell_diameter: float) -> np.ndarray:
         """Cells of a normalised image whose cells are ``cell_diameter`` px: int32 (H, W)."""

@@ -111,3 +111,18 @@ def test_normalization_options_are_checked_and_recorded() -> None:
         Normalization(low=50, high=10)
     with pytest.raises(ValueError, match="unknown normalisation"):
         Normalization("zscore")
+
+
+def test_shipped_model_counts_12_bit_and_8_bit_versions_alike(tmp_path: Path) -> None:
+    """The regression of the 0-cell 12-bit bug: the same nuclei, three bit depths."""
+    from cellcount import samples
+    from cellcount.counter import Counter
+
+    source = samples.images("dsb2018")[1]
+    grey = np.asarray(Image.open(source).convert("L"))
+    tifffile.imwrite(tmp_path / "camera12.tif", (grey.astype(np.uint16) * 16 + 100))
+    tifffile.imwrite(tmp_path / "full16.tif", grey.astype(np.uint16) * 257)
+    counter = Counter.from_checkpoint("pretrained", "cpu")
+    counts = [counter.count(path).count for path in
+              (source, tmp_path / "camera12.tif", tmp_path / "full16.tif")]  # fmt: skip
+    assert counts[0] > 0 and max(counts) - min(counts) <= 1, counts

@@ -215,3 +215,19 @@ def test_noise_is_opt_in(kind: str) -> None:
         assert np.ptp(flat, axis=(0, 1)).max() < 1e-5
         grainy = apply_augmentation(noisy, image, mask, weight)[0]
         assert np.all(np.abs(grainy.std(axis=(0, 1)) - 0.05) < 0.01)
+
+
+def test_generalist_augmentation_keeps_images_valid_and_targets_aligned() -> None:
+    rng = np.random.default_rng(0)
+    pipeline = build_augmentation("generalist", seed=3)
+    for index in range(150):
+        image = (rng.random((64, 64, 3)) * rng.choice([0.02, 1.0])).astype(np.float32)
+        mask = np.zeros((64, 64), np.uint8)
+        mask[20:40, 20:40] = 1
+        weight = np.where(mask > 0, 2.0, 1.0).astype(np.float32)
+        out, out_mask, out_weight = apply_augmentation(pipeline, image, mask, weight, index)
+        assert np.isfinite(out).all() and out.min() >= 0 and out.max() <= 1
+        assert set(np.unique(out_mask)) <= {0, 1}
+        np.testing.assert_array_equal(out_weight == 2.0, out_mask == 1)  # moved together
+    again = apply_augmentation(pipeline, image, mask, weight, 7)[0]
+    np.testing.assert_array_equal(again, apply_augmentation(pipeline, image, mask, weight, 7)[0])

@@ -21,6 +21,16 @@ import numpy as np
 SCALE_RANGE = (0.7, 1.4)
 
 
+class ClipUnit(A.ImageOnlyTransform):
+    """Clip the image to [0, 1] (NaN to 0): earlier steps may leave it, and gamma needs it."""
+
+    def __init__(self) -> None:
+        super().__init__(p=1.0)
+
+    def apply(self, img: np.ndarray, **params: Any) -> np.ndarray:
+        return np.nan_to_num(np.clip(img, 0.0, 1.0), nan=0.0).astype(np.float32, copy=False)
+
+
 class PoissonGaussNoise(A.ImageOnlyTransform):
     """Shot noise for ``photons`` per unit intensity plus Gaussian read noise.
 
@@ -48,7 +58,8 @@ class PoissonGaussNoise(A.ImageOnlyTransform):
         self, img: np.ndarray, photons: float, read: float, seed: int, **params: Any
     ) -> np.ndarray:
         rng = np.random.default_rng(seed)
-        shot = rng.poisson(np.clip(img, 0, 1) * photons).astype(np.float32) / np.float32(photons)
+        expected = np.nan_to_num(np.clip(img, 0, 1)) * photons
+        shot = rng.poisson(expected).astype(np.float32) / np.float32(photons)
         noisy = shot + rng.normal(0.0, read, img.shape).astype(np.float32)
         return np.clip(noisy, 0.0, 1.0).astype(np.float32)
 
@@ -80,8 +91,10 @@ def lab_augmentation() -> list[A.BasicTransform]:
             p=0.7,
         ),
         A.OneOf([A.ToGray(num_output_channels=3, p=1.0), A.ChannelShuffle(p=1.0)], p=0.3),
+        ClipUnit(),
         A.RandomGamma(gamma_limit=(50, 200), p=0.5),
         A.RandomBrightnessContrast(brightness_limit=0.1, contrast_limit=(-0.5, 0.2), p=0.5),
+        ClipUnit(),
         A.GaussianBlur(sigma_limit=(0.5, 2.0), blur_limit=0, p=0.25),
         PoissonGaussNoise(p=0.5),
         FewGreyLevels(p=0.2),

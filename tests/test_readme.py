@@ -37,8 +37,8 @@ def test_every_documented_subcommand_and_make_target_exists() -> None:
     documented = set(re.findall(r"`cellcount ([a-z]+)", README))
     assert documented and documented <= set(COMMANDS)
     makefile = (ROOT / "Makefile").read_text()
-    targets = set(re.findall(r"^([a-z][a-z-]*):", makefile, flags=re.M))
-    for target in set(re.findall(r"make ([a-z][a-z-]+)", README)):
+    targets = set(re.findall(r"^([a-z][a-z0-9-]*):", makefile, flags=re.M))
+    for target in set(re.findall(r"make ([a-z][a-z0-9-]+)", README)):
         assert target in targets, f"README mentions `make {target}`, which the Makefile lacks"
 
 

@@ -14,11 +14,11 @@ import numpy as np
 import torch
 from scipy import ndimage as ndi
 from skimage.measure import regionprops_table
-from skimage.transform import rescale, resize
+from skimage.transform import resize
 
 from cellcount.data.io import RawImage, normalize_image, read_normalized, select_channel
 from cellcount.data.normalize import Normalized
-from cellcount.data.sizes import median_diameter, scale_for
+from cellcount.data.sizes import median_diameter, rescale_image, scale_for
 from cellcount.evaluation.postprocess import PostprocessParams, postprocess
 from cellcount.inference.cell_size import first_guess, needs_refinement
 from cellcount.inference.checkpoints import load_module
@@ -134,9 +134,7 @@ class Counter:
         scale = scale_for(cell_diameter or self.model_diameter, self.model_diameter)
         if abs(scale - 1) < 1e-3:
             return self._probabilities(image)
-        small = rescale(image, scale, order=1, channel_axis=-1, anti_aliasing=scale < 1)
-        prob = resize(self._probabilities(small.astype(np.float32, copy=False)), image.shape[:2],
-                      order=1)  # fmt: skip
+        prob = resize(self._probabilities(rescale_image(image, scale)), image.shape[:2], order=1)
         return prob.astype(np.float32, copy=False)
 
     def _probabilities(self, image: np.ndarray) -> np.ndarray:
@@ -207,14 +205,26 @@ class Counter:
         return postprocess(self.probabilities(image, cell_diameter), self.threshold, params)
 
 
-def _diameter_option(value: float | str | None, model_diameter: float) -> float | str:
-    """``auto``, or a positive diameter in px (None: the model's own)."""
+def parse_diameter(value: float | str) -> float | str:
+    """``auto``, or ``value`` as a positive, finite diameter in px (a number or its text).
+
+    Raises:
+        ValueError: anything else; the message says what is expected.
+    """
     if value == AUTO:
         return AUTO
-    diameter = model_diameter if value is None else float(value)
+    try:
+        diameter = float(value)
+    except ValueError:
+        diameter = float("nan")
     if not (np.isfinite(diameter) and diameter > 0):
         raise ValueError(f"cell diameter must be 'auto' or a positive number of px, got {value!r}")
     return diameter
+
+
+def _diameter_option(value: float | str | None, model_diameter: float) -> float | str:
+    """``auto``, or a positive diameter in px (None: the model's own)."""
+    return parse_diameter(model_diameter if value is None else value)
 
 
 def cell_table(labels: np.ndarray, image: np.ndarray) -> list[dict[str, float]]:

@@ -34,7 +34,14 @@ from scipy import ndimage as ndi
 from skimage.measure import find_contours
 from tqdm.auto import tqdm
 
-from cellcount.counter import AUTO, CELL_COLUMNS, DEFAULT_TILE_SIZE, Counter, CountResult
+from cellcount.counter import (
+    AUTO,
+    CELL_COLUMNS,
+    DEFAULT_TILE_SIZE,
+    Counter,
+    CountResult,
+    parse_diameter,
+)
 from cellcount.data.io import IMAGE_SUFFIXES, DataError
 from cellcount.evaluation.overlays import render_overlay, save_png
 from cellcount.inference.predict import PRECISIONS
@@ -216,18 +223,11 @@ def _count_one(
 
 
 def diameter_argument(text: str) -> float | str:
-    """``--cell-diameter``: ``auto`` or a positive number of px."""
-    if text == AUTO:
-        return AUTO
+    """``--cell-diameter``: ``auto`` or a positive number of px (checked before any image)."""
     try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not (np.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(
-            f"expected 'auto' or a positive number of px, got {text!r}"
-        )
-    return value
+        return parse_diameter(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from err
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -178,8 +178,10 @@ class CellDataModule(pl.LightningDataModule):
     def load(self, sample: Sample) -> tuple[np.ndarray, np.ndarray]:
         """A sample's normalised image and truth, resized to ``rescale_to`` if set."""
         image, truth = load_pair(sample, self.normalization)
-        diameter = median_diameter(truth) if self.options.rescale_to else None
-        if diameter is None or self.options.rescale_to is None:
+        if self.options.rescale_to is None:
+            return image, truth
+        diameter = median_diameter(truth)
+        if diameter is None:  # no cells to measure: keep the image as it is
             return image, truth
         scale = self.scales[sample.name] = scale_for(diameter, self.options.rescale_to)
         return rescale_image(image, scale), rescale_truth(truth, scale)

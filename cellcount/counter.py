@@ -19,7 +19,7 @@ from skimage.transform import resize
 from cellcount.data.io import RawImage, normalize_image, read_normalized, select_channel
 from cellcount.data.normalize import Normalized
 from cellcount.data.sizes import median_diameter, rescale_image, scale_for
-from cellcount.evaluation.postprocess import PostprocessParams, postprocess
+from cellcount.evaluation.postprocess import PostprocessParams, SplitProfile, postprocess
 from cellcount.inference.cell_size import first_guess, needs_refinement
 from cellcount.inference.checkpoints import load_module
 from cellcount.inference.predict import predict_probabilities, resolve_device, resolve_precision
@@ -74,6 +74,8 @@ class Counter:
         module: a trained :class:`CellSegModule`.
         threshold: probability threshold; None uses the model's counting threshold
             (chosen on validation for unbiased counts; else its kneedle threshold).
+        split: how finely touching cells are split; None uses the profile chosen
+            with the counting threshold (the paper's when the model has none).
         tile_size: tile budget (px): images of up to ``tile_size ** 2`` px are predicted
             whole, larger ones in tiles of side <= ``tile_size``.
         batch_size: tiles per forward pass.
@@ -103,8 +105,10 @@ class Counter:
         tta: bool = False,
         cell_diameter: float | str | None = AUTO,
         precision: str = "auto",
+        split: SplitProfile | None = None,
     ) -> None:
         self.module = module.eval()
+        self.split = module.count_split if split is None else split
         self.threshold = module.count_threshold if threshold is None else float(threshold)
         if not 0 < self.threshold < 1:
             raise ValueError(f"threshold must be in (0, 1), got {self.threshold}")
@@ -201,7 +205,7 @@ class Counter:
 
     def labels(self, image: np.ndarray, cell_diameter: float) -> np.ndarray:
         """Cells of a normalised image whose cells are ``cell_diameter`` px: int32 (H, W)."""
-        params = PostprocessParams.from_cell_diameter(cell_diameter)
+        params = PostprocessParams.from_cell_diameter(cell_diameter, self.split)
         return postprocess(self.probabilities(image, cell_diameter), self.threshold, params)
 
 

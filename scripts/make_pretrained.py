@@ -3,7 +3,7 @@
     CELLCOUNT_DSB=... CELLCOUNT_FNC=... make pretrained    # about 70 min on 2 CPU cores
 
 Trains c_resunet on the synthetic FNC-like set pooled with the DSB 2018
-fluorescence nuclei of one source and the FNC sample neurons (``data=generalist``:
+fluorescence nuclei of two sources and the FNC sample neurons (``data=generalist``:
 percentile normalisation, every image resized to 16 px cells, the generalist
 augmentation). The other DSB sources and four FNC images are held out as the test
 split (:func:`scripts.common.held_out_names`). Writes the best checkpoint with
@@ -27,7 +27,14 @@ from cellcount.inference.pretrained import PRETRAINED
 from cellcount.runtime.files import atomic_write_text
 from cellcount.runtime.results import read_results
 from cellcount.training.module import CellSegModule
-from scripts.common import DSB_FULL, FNC_SAMPLES, REPO, held_out_names, require_folder
+from scripts.common import (
+    DSB_FULL,
+    FNC_SAMPLES,
+    REPO,
+    TRAIN_DSB_SOURCES,
+    held_out_names,
+    require_folder,
+)
 
 MODELS = REPO / "cellcount" / "resources" / "models"
 
@@ -70,10 +77,12 @@ def model_card(
         "arch": module.hparams["arch"], "cell_diameter": module.hparams["cell_diameter"],
         "normalization": module.normalization.as_dict(),
         "threshold": results["threshold"], "count_threshold": results.get("count_threshold"),
+        "count_split": module.count_split.as_dict(),
         "epochs": results["epochs"], "val": results["val"],
         "val_counting": results.get("val_counting"), "test": results.get("test"),
-        "data": "synthetic FNC-like set (40 images) + DSB 2018 source dsb_256x256 + FNC "
-                "sample neurons; every image resized to 16 px cells",
+        "data": f"synthetic FNC-like set (40 images) + DSB 2018 sources "
+                f"{' + '.join(TRAIN_DSB_SOURCES)} + FNC sample neurons; every image resized "
+                "to 16 px cells",
         "train_images": len(split.train), "val_images": split.val, "held_out_images": split.test,
     }  # fmt: skip
 

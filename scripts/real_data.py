@@ -3,10 +3,11 @@
     CELLCOUNT_DSB=... CELLCOUNT_FNC=... make real-data   # -> docs/results/real_data.md (minutes)
 
 The sets are the shipped model's held-out test split (:func:`scripts.common.held_out_names`):
-whole DSB 2018 sources (grouped by image size, see :func:`scripts.common.dsb_sources`) and
-the FNC neurons of the paper's test set (yellow) plus two red ones. Every image is counted
-three ways and matched to its truth with the same code (bounding-box centres, greedy, within
-1.25 true median cell diameters, as the paper's 50 px for 40 px neurons):
+the DSB 2018 sources the model never saw (grouped by image size, see
+:func:`scripts.common.dsb_sources`) and the FNC neurons of the paper's test set (yellow)
+plus two red ones. Every image is counted three ways and matched to its truth with the
+same code (bounding-box centres, greedy, within 1.25 true median cell diameters, as the
+paper's 50 px for 40 px neurons):
 
 * ``pretrained, auto``: ``Counter(pretrained)`` as ``cellcount count`` runs it, no diameter
   given (the size is estimated per image);
@@ -37,7 +38,14 @@ from cellcount.evaluation.metrics import summarize
 from cellcount.evaluation.overlays import render_overlay, save_png
 from cellcount.evaluation.scoring import ImageScore, score_image
 from cellcount.runtime.files import atomic_write_text, write_csv
-from scripts.common import DSB_FULL, FNC_SAMPLES, REPO, dsb_sources, held_out_names, require_folder
+from scripts.common import (
+    DSB_FULL,
+    FNC_SAMPLES,
+    REPO,
+    held_out_names,
+    held_out_sources,
+    require_folder,
+)
 
 OUT = REPO / "docs" / "results"
 RADIUS_PER_DIAMETER = 1.25
@@ -47,9 +55,9 @@ METHODS = ("pretrained, auto", "pretrained, true d", "classical, true d")
 def held_out_images(dsb: Path, fnc: Path) -> list[tuple[str, Path, Path]]:
     """``(set, image, truth)`` of every held-out image, DSB sources first."""
     names = set(held_out_names(dsb))
-    sources = dsb_sources(dsb)
+    sources = held_out_sources(dsb)
     items = [(sources[n], dsb / "images" / f"{n}.png", dsb / "labels" / f"{n}.png")
-             for n in sorted(names & set(sources))]  # fmt: skip
+             for n in sorted(sources)]  # fmt: skip
     for colour in ("yellow", "red"):
         for path in sorted((fnc / colour / "images").glob("*.png")):
             if path.stem in names:

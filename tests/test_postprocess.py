@@ -11,9 +11,12 @@ from hypothesis import strategies as st
 from scipy import ndimage as ndi
 
 from cellcount.evaluation.postprocess import (
+    COUNTING_SPLITS,
     FOUR_CONNECTED,
+    PAPER_SPLIT,
     REFERENCE_CELL_DIAMETER,
     PostprocessParams,
+    SplitProfile,
     _clusters,
     _split,
     binarize,
@@ -371,3 +374,32 @@ def test_random_probability_maps_give_valid_labels(seed: int, threshold: float, 
     assert score.match.tp + score.match.fn == score.match.n_true
     assert score.match.tp + score.match.fp == score.match.n_pred == count
     assert min(score.match.tp, score.match.fp, score.match.fn) >= 0
+
+
+def test_split_profile_scales_windows_and_minimum_area_only() -> None:
+    paper = PostprocessParams.from_cell_diameter(40.0)
+    fine = PostprocessParams.from_cell_diameter(40.0, SplitProfile(0.5, 0.25, True))
+    assert (fine.max_filter_size, fine.peak_footprint) == (15, 20)
+    assert fine.min_object_area == 50 and fine.keep_unmarked
+    assert (fine.max_hole_area, fine.min_peak_area) == (paper.max_hole_area, paper.min_peak_area)
+    assert PostprocessParams.from_cell_diameter(40.0, PAPER_SPLIT) == PostprocessParams()
+    for bad in (0.0, 1.5, -1.0):
+        with pytest.raises(ValueError, match="window"):
+            SplitProfile(window=bad)
+    assert SplitProfile.from_dict(SplitProfile(0.6, 0.5, True).as_dict()) == SplitProfile(
+        0.6, 0.5, True
+    )
+    assert SplitProfile.from_dict(None) == PAPER_SPLIT
+
+
+def test_finer_split_profile_separates_crowded_cells_the_paper_merges() -> None:
+    """Equal discs 28 px apart (0.7 diameters): one cell for the paper's windows,
+    two with the 0.6 profile; a lone disc stays one cell under every profile."""
+    crowded = discs((200, 200), [(100, 86), (100, 114)], 20)
+    lone = discs((200, 200), [(100, 100)], 20)
+    counts = {}
+    for split in COUNTING_SPLITS:
+        params = PostprocessParams.from_cell_diameter(40.0, split)
+        counts[split.window] = count_cells(split_touching(crowded, params))
+        assert count_cells(split_touching(lone, params)) == 1
+    assert counts[1.0] == 1 and counts[0.6] == 2

@@ -159,27 +159,35 @@ def test_save_curve_writes_png_and_csv(tmp_path: Path) -> None:
         save_curve([], png, csv_path)
 
 
-def test_count_threshold_is_the_least_biased_among_near_best_f1() -> None:
-    from cellcount.evaluation.thresholds import select_count_threshold
+def test_counting_choice_is_the_best_f1_among_unbiased_rows_of_every_profile() -> None:
+    from cellcount.evaluation.postprocess import PAPER_SPLIT, SplitProfile
+    from cellcount.evaluation.thresholds import select_counting
 
-    table = [
-        {"threshold": 0.3, "f1": 0.80, "mpe": 0.00},  # unbiased but F1 too far from the best
-        {"threshold": 0.5, "f1": 0.89, "mpe": 0.04},
-        {"threshold": 0.6, "f1": 0.90, "mpe": -0.02},  # the least biased within 0.02 of 0.91
-        {"threshold": 0.7, "f1": 0.91, "mpe": -0.08},
-        {"threshold": 0.9, "f1": 0.88, "mpe": -0.20},
-    ]
-    assert select_count_threshold(table) == 0.6
-    assert select_count_threshold(table, f1_tolerance=0.2) == 0.3
-    assert select_count_threshold(table, f1_tolerance=0.0) == 0.7
+    def rows(*values: tuple[float, float, float]) -> list[dict[str, float]]:
+        return [{"threshold": t, "f1": f1, "mpe": mpe} for t, f1, mpe in values]
+
+    paper = rows((0.3, 0.80, 0.00), (0.5, 0.89, 0.01), (0.6, 0.90, -0.02), (0.7, 0.91, -0.08))
+    assert select_counting({PAPER_SPLIT: paper}) == (PAPER_SPLIT, 0.6)
+    assert select_counting({PAPER_SPLIT: paper}, mpe_tolerance=0.1) == (PAPER_SPLIT, 0.7)
+    assert select_counting({PAPER_SPLIT: paper}, mpe_tolerance=0.0) == (PAPER_SPLIT, 0.3)
+    # A finer profile with a better unbiased row wins; a biased row never does.
+    fine = SplitProfile(0.6, 0.5, True)
+    finer = rows((0.5, 0.93, 0.015), (0.7, 0.95, -0.06))
+    assert select_counting({PAPER_SPLIT: paper, fine: finer}) == (fine, 0.5)
+    # No row unbiased enough: the least biased one.
+    biased = rows((0.5, 0.9, 0.2), (0.7, 0.8, -0.1))
+    assert select_counting({PAPER_SPLIT: biased}) == (PAPER_SPLIT, 0.7)
+    # Exact ties keep the earlier (the paper's) profile.
+    assert select_counting({PAPER_SPLIT: paper, fine: paper}) == (PAPER_SPLIT, 0.6)
     with pytest.raises(ValueError, match="empty"):
-        select_count_threshold([])
+        select_counting({PAPER_SPLIT: []})
 
 
 def test_trained_checkpoint_carries_both_thresholds_and_counting_uses_the_unbiased_one(
     tiny_run: Path,
 ) -> None:
     from cellcount.counter import Counter
+    from cellcount.evaluation.postprocess import COUNTING_SPLITS, SplitProfile
     from cellcount.inference.checkpoints import load_module, read_checkpoint
 
     best = tiny_run / "checkpoints" / "best.ckpt"
@@ -188,6 +196,11 @@ def test_trained_checkpoint_carries_both_thresholds_and_counting_uses_the_unbias
     assert hparams["normalization"] == {"method": "percentile", "low": 1.0, "high": 99.8}
     module = load_module(best)
     assert Counter(module).threshold == pytest.approx(hparams["count_threshold"])
+    assert Counter(module).split == SplitProfile.from_dict(hparams["count_split"])
+    assert SplitProfile.from_dict(hparams["count_split"]) in COUNTING_SPLITS
     assert Counter(module, threshold=0.9).threshold == 0.9
     sweep = (tiny_run / "threshold_sweep.csv").read_text().splitlines()
     assert sweep[1].startswith("0.3")  # the grid reaches down to count_start
+    rows = (tiny_run / "counting_sweep.csv").read_text().splitlines()
+    assert rows[0].startswith("window,min_area,keep_unmarked,threshold,f1")
+    assert len(rows) - 1 == len(COUNTING_SPLITS) * (len(sweep) - 1)

@@ -9,7 +9,11 @@ Writes into ``--out``:
 * ``labels/<name>.tif``: 16-bit label image (0 background, 1..count);
 * ``overlays/<name>.png``: the image with cell outlines and numbers;
 * ``cells/<name>.csv`` (``--per-cell``): id, centroid, area, mean intensity;
-* ``rois/<name>.zip`` (``--rois``): ImageJ/Fiji ROI set.
+* ``rois/<name>.zip`` (``--rois``): ImageJ/Fiji ROI set;
+* with ``--truth DIR``: per-image ``true_count``, ``tp``, ``fp``, ``fn`` columns (the
+  counted cells matched one to one to the annotated points or mask objects, see
+  :mod:`cellcount.evaluation.truth_points`) and ``scores.json`` (precision, recall,
+  F1, MAE, MPE over the scored images).
 
 Every file is written atomically. A bad image is reported in the CSV's error
 column and on stderr, the others are still counted, and the exit status is 1.
@@ -44,6 +48,7 @@ from cellcount.counter import (
 )
 from cellcount.data.io import IMAGE_SUFFIXES, DataError
 from cellcount.evaluation.overlays import render_overlay, save_png
+from cellcount.evaluation.truth_points import SCORE_COLUMNS, score_labels, summary
 from cellcount.inference.predict import PRECISIONS
 from cellcount.inference.pretrained import PRETRAINED, resolve_model
 from cellcount.runtime.files import atomic_path, atomic_write_text, file_sha256, write_csv
@@ -162,6 +167,8 @@ def run_key(options: argparse.Namespace, checkpoint_sha256: str) -> dict[str, An
         "channel": options.channel, "tta": options.tta, "cell_diameter": options.cell_diameter,
         "precision": options.precision, "per_cell": options.per_cell,
         "rois": options.rois, "no_labels": options.no_labels, "no_overlays": options.no_overlays,
+        "truth": options.truth, "marker_type": options.marker_type,
+        "match_radius": options.match_radius,
     }  # fmt: skip
 
 
@@ -198,8 +205,10 @@ def count_all(options: argparse.Namespace) -> int:
             if not row["error"]:
                 atomic_write_text(record, json.dumps({"key": key, "row": row}))
         rows.append(row)
-    write_csv(out / "counts.csv", rows, COUNT_COLUMNS)
+    write_csv(out / "counts.csv", rows, _columns(options))
     failed = [r for r in rows if r["error"]]
+    if options.truth:
+        _write_scores(rows, out, options.quiet)
     if not options.quiet:
         print(f"counted {len(rows) - len(failed)} of {len(rows)} images -> {out / 'counts.csv'}")
         for row in rows:
@@ -215,11 +224,36 @@ def _count_one(
     try:
         result = counter.count(path, options.channel)
         write_outputs(result, name, out, options)
-        return count_row(path, name, result, model)
+        row = count_row(path, name, result, model)
     except (DataError, ValueError, OSError, MemoryError) as err:
         print(f"cellcount: {path}: {err}", file=sys.stderr)
-        empty = dict.fromkeys(COUNT_COLUMNS, "")
+        empty = dict.fromkeys(_columns(options), "")
         return {**empty, "file": str(path), "name": name, **model, "error": str(err)}
+    if options.truth:
+        try:
+            row.update(score_labels(result.labels, Path(options.truth), name,
+                                    result.cell_diameter, options.match_radius,
+                                    options.marker_type))  # fmt: skip
+        except DataError as err:  # the count stands; the row is marked for a re-run
+            print(f"cellcount: {path}: truth: {err}", file=sys.stderr)
+            row["error"] = f"truth: {err}"
+    return row
+
+
+def _columns(options: argparse.Namespace) -> tuple[str, ...]:
+    return COUNT_COLUMNS + SCORE_COLUMNS if options.truth else COUNT_COLUMNS
+
+
+def _write_scores(rows: list[dict[str, Any]], out: Path, quiet: bool) -> None:
+    """``scores.json``: the summary over the images scored against the truth folder."""
+    scores = summary(rows)
+    atomic_write_text(out / "scores.json", json.dumps(scores, indent=1))
+    if not quiet and scores["n_images"]:
+        figures = ", ".join(f"{key} {scores[key]:.3f}" for key in ("precision", "recall", "f1"))
+        print(
+            f"against the truth: {int(scores['n_images'])} images, {figures}, MAE "
+            f"{scores['mae']:.2f}, MPE {scores['mpe']:+.1%} -> {out / 'scores.json'}"
+        )
 
 
 def diameter_argument(text: str) -> float | str:
@@ -265,7 +299,42 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-labels", action="store_true", help="skip label TIFFs")
     parser.add_argument("--no-overlays", action="store_true", help="skip overlay PNGs")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+    parser.add_argument("--truth", metavar="DIR", type=truth_folder, default=None,
+                        help="score the counts against annotations in DIR: per image "
+                             "<name>.csv (X, Y columns), CellCounter_<name>.xml, <name>.zip "
+                             "(ImageJ ROIs) or a mask <name>.png/.tif")  # fmt: skip
+    parser.add_argument(
+        "--marker-type",
+        default=None,
+        metavar="TYPE",
+        help="Cell Counter marker type (number or name) to score against",
+    )
+    parser.add_argument(
+        "--match-radius",
+        type=positive_float,
+        default=None,
+        metavar="PX",
+        help="matching radius in px (default: 1.25 cell diameters)",
+    )
     return parser
+
+
+def truth_folder(text: str) -> str:
+    """``--truth``: an existing folder (checked before any image)."""
+    if not Path(text).is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is not a folder of annotations")
+    return text
+
+
+def positive_float(text: str) -> float:
+    """A finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not (value > 0 and np.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be a positive finite number, got {text}")
+    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:

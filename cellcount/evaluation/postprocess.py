@@ -61,6 +61,51 @@ REFERENCE_CELL_DIAMETER = 40.0
 
 
 @dataclass(frozen=True)
+class SplitProfile:
+    """How finely touching cells are split, relative to the paper's constants.
+
+    The paper's windows (maximum filter 0.75 d, peak footprint 1 d for cells of
+    diameter d) merge crowded cells whose centres are closer than about one
+    diameter; for counting, a finer profile can be chosen on validation images
+    together with the counting threshold (docs/method.md#counting-post-processing).
+
+    Attributes:
+        window: factor on ``max_filter_size`` and ``peak_footprint``, in (0, 1].
+        min_area: factor on ``min_object_area``, in (0, 1].
+        keep_unmarked: give components without a marker a label of their own.
+    """
+
+    window: float = 1.0
+    min_area: float = 1.0
+    keep_unmarked: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("window", "min_area"):
+            value = getattr(self, name)
+            if not 0 < value <= 1:
+                raise ValueError(f"split profile {name} must be in (0, 1], got {value}")
+
+    def as_dict(self) -> dict[str, float | bool]:
+        return {"window": self.window, "min_area": self.min_area,
+                "keep_unmarked": self.keep_unmarked}  # fmt: skip
+
+    @classmethod
+    def from_dict(cls, values: dict[str, float | bool] | None) -> SplitProfile:
+        """A profile from :meth:`as_dict` output; None gives the paper's."""
+        return cls() if values is None else cls(**values)  # type: ignore[arg-type]
+
+
+PAPER_SPLIT = SplitProfile()
+# Candidates tried on the validation images for counting (the paper's first).
+COUNTING_SPLITS = (
+    PAPER_SPLIT,
+    SplitProfile(window=0.75, min_area=0.5, keep_unmarked=True),
+    SplitProfile(window=0.6, min_area=0.5, keep_unmarked=True),
+    SplitProfile(window=0.5, min_area=0.5, keep_unmarked=True),
+)
+
+
+@dataclass(frozen=True)
 class PostprocessParams:
     """Post-processing constants (defaults: the paper's, docs/method.md#post-processing).
 
@@ -91,13 +136,17 @@ class PostprocessParams:
     keep_unmarked: bool = False
 
     @classmethod
-    def from_cell_diameter(cls, diameter: float, **overrides: float | bool) -> PostprocessParams:
+    def from_cell_diameter(
+        cls, diameter: float, split: SplitProfile = PAPER_SPLIT, **overrides: float | bool
+    ) -> PostprocessParams:
         """Scale the paper's constants to an expected cell diameter (px).
 
         Areas scale with ``(diameter / REFERENCE_CELL_DIAMETER) ** 2`` and window
-        sizes with ``diameter / REFERENCE_CELL_DIAMETER``; each is rounded to the
-        nearest integer and kept >= 1. At ``diameter == 40`` the paper's
-        constants come back exactly. ``overrides`` set other fields.
+        sizes with ``diameter / REFERENCE_CELL_DIAMETER``; ``split`` then scales
+        the splitting windows and the minimum object area further. Each value is
+        rounded to the nearest integer and kept >= 1. At ``diameter == 40`` with
+        the paper's profile the paper's constants come back exactly.
+        ``overrides`` set other fields.
         """
         if not diameter > 0:
             raise ValueError(f"cell diameter must be positive, got {diameter}")
@@ -105,17 +154,18 @@ class PostprocessParams:
         base = cls()
 
         def size(value: int) -> int:
-            return max(1, round(value * scale))
+            return max(1, round(value * scale * split.window))
 
-        def area(value: int) -> int:
-            return max(1, round(value * scale * scale))
+        def area(value: int, factor: float = 1.0) -> int:
+            return max(1, round(value * scale * scale * factor))
 
         fields: dict[str, float | bool] = {
             "max_hole_area": area(base.max_hole_area),
-            "min_object_area": area(base.min_object_area),
+            "min_object_area": area(base.min_object_area, split.min_area),
             "max_filter_size": size(base.max_filter_size),
             "peak_footprint": size(base.peak_footprint),
             "min_peak_area": area(base.min_peak_area),
+            "keep_unmarked": split.keep_unmarked,
         }
         fields.update(overrides)
         return cls(**fields)  # type: ignore[arg-type]

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -40,7 +40,11 @@ from cellcount.evaluation.matching import (
     match_points,
 )
 from cellcount.evaluation.metrics import PAPER_EPS, summarize
-from cellcount.evaluation.postprocess import PostprocessParams, postprocess
+from cellcount.evaluation.postprocess import (
+    PostprocessParams,
+    SplitProfile,
+    postprocess,
+)
 from cellcount.runtime.files import atomic_path, write_csv
 
 log = logging.getLogger(__name__)
@@ -171,24 +175,36 @@ def select_threshold(
     return knee
 
 
-def select_count_threshold(table: Sequence[dict[str, float]], f1_tolerance: float = 0.02) -> float:
-    """The threshold whose counts are least biased, among those with near-best F1.
+def select_counting(
+    tables: Mapping[SplitProfile, Sequence[dict[str, float]]], mpe_tolerance: float = 0.02
+) -> tuple[SplitProfile, float]:
+    """The (split profile, threshold) pair for counting (docs/method.md#threshold-selection).
 
     kneedle picks a conservative threshold (the knee of the F1 curve), which
-    under-counts; for counting, the threshold with the smallest ``|MPE|`` (mean
-    signed relative count error) among the rows whose F1 is within
-    ``f1_tolerance`` of the best is better (docs/method.md#threshold-selection).
-    Ties go to the higher F1.
+    under-counts. For counting, the rows (of every profile's sweep at once) whose
+    counts are unbiased within ``mpe_tolerance`` (``|MPE|``, the mean signed
+    relative count error) compete on F1; when no row is that unbiased, the least
+    biased row is taken.
 
     Args:
-        table: sweep rows with ``threshold``, ``f1`` and ``mpe``.
+        tables: one sweep table (rows with ``threshold``, ``f1`` and ``mpe``) per
+            candidate profile, e.g. ``{PAPER_SPLIT: table}`` for the threshold alone.
+
+    Returns:
+        The chosen profile and threshold. Ties go to the smaller ``|MPE|``, then
+        to the earlier profile.
     """
-    if not table:
+    rows = [(index, profile, row) for index, (profile, table) in enumerate(tables.items())
+            for row in table]  # fmt: skip
+    if not rows:
         raise ValueError("empty sweep table")
-    best = max(row["f1"] for row in table)
-    near = [row for row in table if row["f1"] >= best - f1_tolerance]
-    chosen = min(near, key=lambda row: (abs(row["mpe"]), -row["f1"]))
-    return float(chosen["threshold"])
+    unbiased = [item for item in rows if abs(item[2]["mpe"]) <= mpe_tolerance]
+    if unbiased:
+        key = lambda item: (-item[2]["f1"], abs(item[2]["mpe"]), item[0])  # noqa: E731
+        _, profile, row = min(unbiased, key=key)
+    else:
+        _, profile, row = min(rows, key=lambda item: (abs(item[2]["mpe"]), item[0]))
+    return profile, float(row["threshold"])
 
 
 def sweep_image(

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 from scipy import ndimage as ndi
-from skimage.filters import threshold_otsu
+from skimage.filters import threshold_multiotsu, threshold_otsu
 
 from cellcount.data.sizes import MIN_CELL_PIXELS
 
@@ -27,6 +27,9 @@ REFINE_TOLERANCE = 0.25
 # is no cell at all (tissue, vessels, background) and is left out.
 CLUMP_FILL = 1.6
 STRUCTURE_FILL = 4.0
+# A guess above this share of the image's short side (fewer than ~16 cells would fit)
+# is a structure, not a cell: the guess is retried with a higher threshold.
+MAX_GUESS_FRACTION = 0.25
 # The first guess looks at images of at most about this many pixels (block-averaged).
 GUESS_PIXELS = 1 << 21
 
@@ -36,7 +39,9 @@ def first_guess(image: np.ndarray) -> float | None:
 
     Each foreground component counts once; a component whose area exceeds
     ``CLUMP_FILL`` times its largest inscribed disc is taken as a clump and
-    measured by that disc, else by its equivalent diameter.
+    measured by that disc, else by its equivalent diameter. A guess too large to
+    be a cell (over ``MAX_GUESS_FRACTION`` of the short side) is retried with the
+    upper threshold of a three-class Otsu, then given up (None).
     """
     grey = image.mean(axis=-1, dtype=np.float32)
     factor = max(1, int(np.sqrt(grey.size / GUESS_PIXELS)))
@@ -46,11 +51,24 @@ def first_guess(image: np.ndarray) -> float | None:
     smoothed = ndi.gaussian_filter(grey, 1.0)
     if smoothed.max() - smoothed.min() < 1e-3:
         return None
-    labels, count = ndi.label(smoothed > threshold_otsu(smoothed))
+    largest = min(smoothed.shape) * MAX_GUESS_FRACTION
+    guess = _guess_at(smoothed > threshold_otsu(smoothed))
+    if guess is None or guess > largest:
+        # Otsu split a bright structure (tissue, an embryo) from a dark background:
+        # the cells are the brightest of three classes.
+        guess = _guess_at(smoothed > threshold_multiotsu(smoothed, classes=3)[-1])
+    if guess is None or guess > largest:
+        return None
+    return guess * factor
+
+
+def _guess_at(foreground: np.ndarray) -> float | None:
+    """Weighted-median cell diameter (px) of a bool foreground's components, or None."""
+    labels, count = ndi.label(foreground)
     if count == 0:
         return None
     diameters, areas = _component_diameters(labels, count)
-    return _weighted_median(diameters, areas) * factor if diameters.size else None
+    return _weighted_median(diameters, areas) if diameters.size else None
 
 
 def _weighted_median(values: np.ndarray, weights: np.ndarray) -> float:

@@ -109,6 +109,8 @@ def export_metadata(module: CellSegModule, height: int, width: int) -> dict[str,
         # How raw images become the [0, 1] input (cellcount.data.normalize).
         "normalization": json.dumps(module.normalization.as_dict()),
         "count_threshold": repr(module.count_threshold),
+        # Split profile of counting (cellcount.evaluation.postprocess.SplitProfile).
+        "count_split": json.dumps(module.count_split.as_dict()),
     }
     if (
         "cell_diameter" in module.hparams

@@ -21,11 +21,17 @@ from pytorch_lightning.loggers import WandbLogger
 
 from cellcount.evaluation.matching import PAPER_RADIUS, ImageMatch
 from cellcount.evaluation.overlays import render_overlay
-from cellcount.evaluation.postprocess import postprocess
+from cellcount.evaluation.postprocess import (
+    COUNTING_SPLITS,
+    PAPER_SPLIT,
+    PostprocessParams,
+    SplitProfile,
+    postprocess,
+)
 from cellcount.evaluation.scoring import score_image
 from cellcount.evaluation.thresholds import (
     save_curve,
-    select_count_threshold,
+    select_counting,
     select_threshold,
     sweep_image,
     sweep_table,
@@ -33,6 +39,7 @@ from cellcount.evaluation.thresholds import (
 )
 from cellcount.inference.checkpoints import read_checkpoint, save_checkpoint
 from cellcount.inference.predict import predict_probabilities
+from cellcount.runtime.files import write_csv
 from cellcount.training.module import CellSegModule
 
 log = logging.getLogger(__name__)
@@ -54,15 +61,18 @@ class ThresholdSweep(pl.Callback):
     its threshold and saves ``threshold_sweep.png``/``.csv`` (the paper's Fig. 5).
 
     The grid reaches down to ``count_start`` for a second choice, the counting
-    threshold (the least biased counts among near-best F1, see
-    :func:`cellcount.evaluation.thresholds.select_count_threshold`), stored as the
+    threshold (the best F1 among unbiased counts, see
+    :func:`cellcount.evaluation.thresholds.select_counting`), stored as the
     checkpoint's ``count_threshold``; kneedle only sees the paper's part of the grid.
+    The final sweep also post-processes with finer split profiles
+    (``COUNTING_SPLITS``) and picks the counting threshold and profile together
+    (``count_split``; all rows in ``counting_sweep.csv``).
 
     Args:
         every_n_epochs: sweep period during training (0: only at the end).
         start, stop, step: threshold grid (paper: 0.5 to 0.975 by 0.025).
         count_start: lowest threshold considered for counting.
-        count_f1_tolerance: the counting threshold keeps F1 within this of the best.
+        count_mpe_tolerance: counting rows this unbiased (``|MPE|``) compete on F1.
         method: ``kneedle`` (paper) or ``argmax``.
         radius: matching radius in px (paper: 50).
         matching: ``greedy`` (paper) or ``hungarian``.
@@ -79,7 +89,7 @@ class ThresholdSweep(pl.Callback):
         stop: float = 0.975,
         step: float = 0.025,
         count_start: float = 0.3,
-        count_f1_tolerance: float = 0.02,
+        count_mpe_tolerance: float = 0.02,
         method: str = "kneedle",
         radius: float = PAPER_RADIUS,
         matching: str = "greedy",
@@ -92,8 +102,9 @@ class ThresholdSweep(pl.Callback):
         self.every_n_epochs = every_n_epochs
         self.grid = threshold_grid(min(start, count_start), stop, step)
         self.paper_grid = self.grid >= start - 1e-9
-        self.count_f1_tolerance = count_f1_tolerance
+        self.count_mpe_tolerance = count_mpe_tolerance
         self.count_threshold: float | None = None
+        self.count_split = PAPER_SPLIT
         self.method = method
         self.radius = radius
         self.matching = matching
@@ -110,8 +121,8 @@ class ThresholdSweep(pl.Callback):
             return
         if (trainer.current_epoch + 1) % self.every_n_epochs != 0:
             return
-        table, chosen = self.run(trainer, _as_cell_module(pl_module), self.max_images)
-        row = _row_at(table, chosen)
+        tables, chosen = self.run(trainer, _as_cell_module(pl_module), self.max_images)
+        row = _row_at(tables[PAPER_SPLIT], chosen)
         for name in ("f1", "mae", "precision", "recall", "threshold"):
             pl_module.log(f"val/{name}", row[name], sync_dist=False, rank_zero_only=False)
 
@@ -120,9 +131,10 @@ class ThresholdSweep(pl.Callback):
         best = getattr(trainer.checkpoint_callback, "best_model_path", "")
         if best:
             module.load_state_dict(read_checkpoint(best)["state_dict"])
-        table, chosen = self.run(trainer, module, None)
+        tables, chosen = self.run(trainer, module, None, COUNTING_SPLITS)
+        table = tables[PAPER_SPLIT]
         row = self.result = _row_at(table, chosen)
-        self.count_result = _row_at(table, self.count_threshold or chosen)
+        self.count_result = _row_at(tables[self.count_split], self.count_threshold or chosen)
         metrics = {f"val/{k}": row[k] for k in ("f1", "mae", "precision", "recall", "threshold")}
         for logger in trainer.loggers:
             logger.log_metrics({f"{k}_final": v for k, v in metrics.items()}, trainer.global_step)
@@ -130,36 +142,50 @@ class ThresholdSweep(pl.Callback):
             out = self._output_dir(trainer)
             save_curve(table, out / "threshold_sweep.png", out / "threshold_sweep.csv", chosen,
                        self.count_threshold)  # fmt: skip
+            write_csv(out / "counting_sweep.csv", _counting_rows(tables))
             if best:
-                _store_threshold(Path(best), chosen, self.count_threshold)
+                _store_threshold(Path(best), chosen, self.count_threshold, self.count_split)
             self._log_pictures(trainer, module, out / "threshold_sweep.png")
         log.info("threshold %.3f chosen on validation (F1 %.4f); counting threshold %.3f "
-                 "(MPE %+.3f)", chosen, row["f1"], self.count_result["threshold"],
-                 self.count_result["mpe"])  # fmt: skip
+                 "with split %s (F1 %.4f, MPE %+.3f)", chosen, row["f1"],
+                 self.count_result["threshold"], self.count_split.as_dict(),
+                 self.count_result["f1"], self.count_result["mpe"])  # fmt: skip
 
     # -- work ----------------------------------------------------------------------
     def run(
-        self, trainer: pl.Trainer, module: CellSegModule, max_images: int | None
-    ) -> tuple[list[dict[str, float]], float]:
-        """Sweep the grid over (up to ``max_images``) validation images; store the choice."""
+        self,
+        trainer: pl.Trainer,
+        module: CellSegModule,
+        max_images: int | None,
+        splits: tuple[SplitProfile, ...] = (PAPER_SPLIT,),
+    ) -> tuple[dict[SplitProfile, list[dict[str, float]]], float]:
+        """Sweep the grid over (up to ``max_images``) validation images, post-processed
+        with each split profile (the paper's first); store the choices.
+
+        Returns:
+            One sweep table per profile, and the kneedle threshold (paper profile).
+        """
         images = self.images(trainer)[: max_images or None]
-        params = module.postprocess_params()
+        diameter = float(module.hparams["cell_diameter"])
+        params = [PostprocessParams.from_cell_diameter(diameter, split) for split in splits]
         rank, world = _rank_world()
         local = [
-            (index, sweep_image(predict_probabilities(module, image), truth, self.grid, params,
-                                self.radius, self.matching))  # type: ignore[arg-type]
+            (index, _sweep_profiles(predict_probabilities(module, image), truth, self.grid,
+                                    params, self.radius, self.matching))
             for index, (_, image, truth) in enumerate(images)
             if index % world == rank
         ]  # fmt: skip
         per_image = [matches for _, matches in sorted(_gather(local))]
-        table = sweep_table(self.grid, per_image)
-        f1 = np.array([row["f1"] for row in table])
+        tables = {split: sweep_table(self.grid, [m[k] for m in per_image])
+                  for k, split in enumerate(splits)}  # fmt: skip
+        f1 = np.array([row["f1"] for row in tables[PAPER_SPLIT]])
         grid, paper_f1 = self.grid[self.paper_grid], f1[self.paper_grid]
         chosen = select_threshold(grid, paper_f1, self.method)  # type: ignore[arg-type]
         module.threshold.fill_(chosen)
-        self.count_threshold = select_count_threshold(table, self.count_f1_tolerance)
+        self.count_split, self.count_threshold = select_counting(tables, self.count_mpe_tolerance)
         module.hparams["count_threshold"] = self.count_threshold
-        return table, chosen
+        module.hparams["count_split"] = self.count_split.as_dict()
+        return tables, chosen
 
     def images(self, trainer: pl.Trainer) -> Images:
         """Full-size validation images (name, RGB float image, bool mask), read once."""
@@ -208,7 +234,9 @@ def _rank_world() -> tuple[int, int]:
     return 0, 1
 
 
-def _gather(local: list[tuple[int, list[ImageMatch]]]) -> list[tuple[int, list[ImageMatch]]]:
+def _gather(
+    local: list[tuple[int, list[list[ImageMatch]]]],
+) -> list[tuple[int, list[list[ImageMatch]]]]:
     """All processes' (image index, matches) pairs (identity without DDP)."""
     if _rank_world()[1] == 1:
         return local
@@ -217,11 +245,27 @@ def _gather(local: list[tuple[int, list[ImageMatch]]]) -> list[tuple[int, list[I
     return [item for part in parts for item in part]
 
 
-def _store_threshold(path: Path, threshold: float, count_threshold: float | None) -> None:
+def _sweep_profiles(
+    prob: np.ndarray, truth: np.ndarray, grid: np.ndarray, params: list[PostprocessParams],
+    radius: float, matching: str,
+) -> list[list[ImageMatch]]:  # fmt: skip
+    """One image's matches at every threshold, for each post-processing variant."""
+    return [sweep_image(prob, truth, grid, p, radius, matching) for p in params]  # type: ignore[arg-type]
+
+
+def _counting_rows(tables: dict[SplitProfile, list[dict[str, float]]]) -> list[dict[str, Any]]:
+    """Every profile's sweep rows, each with the profile's fields first."""
+    return [{**split.as_dict(), **row} for split, table in tables.items() for row in table]
+
+
+def _store_threshold(
+    path: Path, threshold: float, count_threshold: float | None, count_split: SplitProfile
+) -> None:
     """Rewrite a checkpoint with the chosen thresholds (state dict and hparams)."""
     checkpoint = read_checkpoint(path)
     checkpoint["state_dict"]["threshold"] = torch.tensor(threshold)
     hparams = checkpoint.setdefault("hyper_parameters", {})
     hparams["threshold"] = threshold
     hparams["count_threshold"] = count_threshold
+    hparams["count_split"] = count_split.as_dict()
     save_checkpoint(checkpoint, path)

@@ -63,6 +63,7 @@ def _fit_fields(
         "epochs": trainer.current_epoch,
         "parameters": sum(p.numel() for p in module.parameters() if p.requires_grad),
         "threshold": float(module.threshold), "count_threshold": module.count_threshold,
+        "count_split": module.count_split.as_dict(),
         "val": sweep.result if sweep is not None else None,
         "val_counting": sweep.count_result if sweep is not None else None,
     }  # fmt: skip

@@ -11,7 +11,11 @@ import torch
 from torch import nn
 
 from cellcount.data.normalize import Normalization
-from cellcount.evaluation.postprocess import REFERENCE_CELL_DIAMETER, PostprocessParams
+from cellcount.evaluation.postprocess import (
+    REFERENCE_CELL_DIAMETER,
+    PostprocessParams,
+    SplitProfile,
+)
 from cellcount.nets import build_net, net_config
 from cellcount.training.losses import weighted_bce
 
@@ -38,6 +42,8 @@ class CellSegModule(pl.LightningModule):
             paper's divide-by-dtype-maximum (what older and converted checkpoints use).
         count_threshold: threshold for counting chosen on validation to make counts
             unbiased; None: counting uses ``threshold``.
+        count_split: the :class:`SplitProfile` (as a dict) chosen with it; None:
+            the paper's.
         optimizer: ``params -> Optimizer`` (Hydra ``_partial_``); default Adam(lr=1e-3).
         scheduler: ``optimizer -> scheduler``; a ReduceLROnPlateau watches ``val/loss``.
     """
@@ -53,6 +59,7 @@ class CellSegModule(pl.LightningModule):
         cell_diameter: float = REFERENCE_CELL_DIAMETER,
         normalization: dict[str, Any] | None = None,
         count_threshold: float | None = None,
+        count_split: dict[str, Any] | None = None,
         optimizer: OptimizerFactory | None = None,
         scheduler: SchedulerFactory | None = None,
     ) -> None:
@@ -63,6 +70,8 @@ class CellSegModule(pl.LightningModule):
         arch_kwargs = net_config(self.net)["kwargs"]
         if normalization is not None:  # checked, and a plain dict (not a DictConfig)
             normalization = Normalization.from_dict(dict(normalization)).as_dict()
+        if count_split is not None:
+            count_split = SplitProfile.from_dict(dict(count_split)).as_dict()
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
         self.register_buffer("threshold", torch.tensor(float(threshold)))
         self.cell_weight = float(cell_weight)
@@ -80,8 +89,13 @@ class CellSegModule(pl.LightningModule):
         stored = self.hparams.get("count_threshold")
         return float(self.threshold) if stored is None else float(stored)
 
+    @property
+    def count_split(self) -> SplitProfile:
+        """How finely counting splits touching cells (stored with ``count_threshold``)."""
+        return SplitProfile.from_dict(self.hparams.get("count_split"))
+
     def postprocess_params(self) -> PostprocessParams:
-        """Post-processing constants for this model's expected cell size."""
+        """The paper's post-processing constants for this model's expected cell size."""
         return PostprocessParams.from_cell_diameter(float(self.hparams["cell_diameter"]))
 
     def on_fit_start(self) -> None:

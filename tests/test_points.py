@@ -1,0 +1,182 @@
+"""Point annotations (CSV, Cell Counter XML, ImageJ ROIs) and scoring counts against them."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from roifile import ROI_TYPE, ImagejRoi, roiwrite
+
+from cellcount import samples
+from cellcount.cli.count import main as count_main
+from cellcount.data.errors import DataError
+from cellcount.data.io import read_labels
+from cellcount.data.points import (
+    check_inside,
+    find_annotation,
+    read_points,
+    read_truth_points,
+)
+from cellcount.evaluation.matching import centres
+
+CELL_COUNTER = """<?xml version="1.0" encoding="UTF-8"?>
+<CellCounter_Marker_File>
+  <Image_Properties><Image_Filename>a.tif</Image_Filename></Image_Properties>
+  <Marker_Data>
+    <Current_Type>1</Current_Type>
+    <Marker_Type><Type>1</Type><Name>neuron</Name>
+      <Marker><MarkerX>10</MarkerX><MarkerY>20</MarkerY><MarkerZ>1</MarkerZ></Marker>
+      <Marker><MarkerX>30</MarkerX><MarkerY>5</MarkerY><MarkerZ>1</MarkerZ></Marker>
+    </Marker_Type>
+    <Marker_Type><Type>2</Type>
+      <Marker><MarkerX>7</MarkerX><MarkerY>8</MarkerY><MarkerZ>1</MarkerZ></Marker>
+    </Marker_Type>
+    <Marker_Type><Type>3</Type><Name>glia</Name></Marker_Type>
+  </Marker_Data>
+</CellCounter_Marker_File>
+"""
+
+
+def test_csv_tables_in_imagej_and_plain_forms(tmp_path: Path) -> None:
+    imagej = tmp_path / "results.csv"  # ImageJ's Results table: unnamed index column, X, Y
+    imagej.write_text(" ,X,Y,Slice\n1,10.5,20,1\n2,30,5.25,1\n")
+    assert read_points(imagej).tolist() == [[20.0, 10.5], [5.25, 30.0]]
+    tab = tmp_path / "points.tsv"
+    tab.write_text("x\ty\n3\t4\n")
+    assert read_points(tab).tolist() == [[4.0, 3.0]]
+    for text in ("", "X,Y\n"):  # an empty file and a header alone both mean 0 cells
+        (tmp_path / "empty.csv").write_text(text)
+        assert read_points(tmp_path / "empty.csv").shape == (0, 2)
+
+
+def test_csv_errors_name_the_file_and_the_fix(tmp_path: Path) -> None:
+    wrong = tmp_path / "wrong.csv"
+    wrong.write_text("col,row\n1,2\n")
+    with pytest.raises(DataError, match=r"wrong.csv: needs X and Y columns.*'col', 'row'"):
+        read_points(wrong)
+    bad = tmp_path / "bad.csv"
+    bad.write_text("X,Y\n1,2\nten,3\n")
+    with pytest.raises(DataError, match=r"bad\.csv, line 3"):
+        read_points(bad)
+    with pytest.raises(DataError, match="not found"):
+        read_points(tmp_path / "missing.csv")
+
+
+def test_foreign_suffix_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "x.json").write_text("{}")
+    with pytest.raises(DataError, match="not a point annotation"):
+        read_points(tmp_path / "x.json")
+
+
+def test_cell_counter_xml_by_type(tmp_path: Path) -> None:
+    path = tmp_path / "CellCounter_a.xml"
+    path.write_text(CELL_COUNTER)
+    with pytest.raises(DataError, match=r"several types.*1 \('neuron': 2 markers\).*--marker-type"):
+        read_points(path)
+    assert read_points(path, "1").tolist() == [[20.0, 10.0], [5.0, 30.0]]
+    assert read_points(path, "neuron").tolist() == read_points(path, "1").tolist()
+    assert read_points(path, "Type 2").tolist() == [[8.0, 7.0]]  # unnamed types: "Type N"
+    assert read_points(path, "glia").shape == (0, 2)  # a type without markers: 0 cells
+    with pytest.raises(DataError, match="no marker type 'astro'"):
+        read_points(path, "astro")
+    single = tmp_path / "single.xml"
+    single.write_text(CELL_COUNTER.replace("<Marker><MarkerX>7</MarkerX><MarkerY>8</MarkerY>"
+                                           "<MarkerZ>1</MarkerZ></Marker>", ""))  # fmt: skip
+    assert len(read_points(single)) == 2  # one type with markers: no choice needed
+    (tmp_path / "broken.xml").write_text("<CellCounter_Marker_File><Marker_Data>")
+    with pytest.raises(DataError, match=r"broken\.xml: not a readable Cell Counter XML"):
+        read_points(tmp_path / "broken.xml")
+
+
+def test_imagej_rois_points_and_polygon_centroids(tmp_path: Path) -> None:
+    clicks = ImagejRoi.frompoints([[10, 20], [30, 40], [50, 60]])
+    clicks.roitype = ROI_TYPE.POINT
+    square = ImagejRoi.frompoints([[100, 100], [120, 100], [120, 140], [100, 140]])
+    square.roitype = ROI_TYPE.POLYGON
+    path = tmp_path / "a.zip"
+    roiwrite(path, [clicks, square])
+    points = read_points(path)
+    assert points[:3].tolist() == [[20.0, 10.0], [40.0, 30.0], [60.0, 50.0]]  # (row, col)
+    assert points[3] == pytest.approx([120.0, 110.0])  # the square's centre
+    (tmp_path / "junk.zip").write_bytes(b"PK not really")
+    with pytest.raises(DataError, match=r"junk\.zip: not a readable ImageJ ROI"):
+        read_points(tmp_path / "junk.zip")
+
+
+def test_points_outside_the_image_are_an_error() -> None:
+    inside = np.array([[0.0, 0.0], [99.4, 49.4]])
+    assert check_inside(inside, (100, 50), "a.csv") is inside
+    with pytest.raises(DataError, match=r"a.csv: 1 point\(s\) outside the 50x100 image.*µm"):
+        check_inside(np.array([[10.0, 60.0]]), (100, 50), "a.csv")
+
+
+def test_truth_folder_lookup_and_masks(tmp_path: Path) -> None:
+    assert find_annotation(tmp_path, "a") is None
+    label_path = samples.truth_path("dsb2018", samples.images("dsb2018")[0])
+    shutil.copy(label_path, tmp_path / "a.png")
+    assert find_annotation(tmp_path, "a") == tmp_path / "a.png"
+    (tmp_path / "CellCounter_a.xml").write_text(CELL_COUNTER)
+    assert find_annotation(tmp_path, "a") == tmp_path / "CellCounter_a.xml"  # points first
+    labels = read_labels(label_path)
+    points = read_truth_points(tmp_path / "a.png", labels.shape)
+    assert np.allclose(points, centres(labels, "centroid"))
+    with pytest.raises(DataError, match="mask of another image"):
+        read_truth_points(tmp_path / "a.png", (5, 5))
+
+
+def test_count_scores_against_clicked_points(tmp_path: Path) -> None:
+    """Two shipped DSB images, their labels reduced to centroid clicks (one as CSV, one
+    as Cell Counter XML), a third image without annotation."""
+    images, truth = tmp_path / "images", tmp_path / "truth"
+    images.mkdir(), truth.mkdir()
+    files = samples.images("dsb2018")[:3]
+    names = [path.stem for path in files]
+    for path in files:
+        shutil.copy(path, images)
+    true_points = []
+    for index, (name, path) in enumerate(zip(names[:2], files, strict=False)):
+        points = centres(read_labels(samples.truth_path("dsb2018", path)), "centroid")
+        true_points.append(points)
+        if index == 0:
+            rows = "".join(f"{c},{r}\n" for r, c in points)
+            (truth / f"{name}.csv").write_text("X,Y\n" + rows)
+        else:
+            markers = "".join(f"<Marker><MarkerX>{c}</MarkerX><MarkerY>{r}</MarkerY></Marker>"
+                              for r, c in points)  # fmt: skip
+            xml = ("<CellCounter_Marker_File><Marker_Data><Marker_Type><Type>1</Type>"
+                   f"{markers}</Marker_Type></Marker_Data></CellCounter_Marker_File>")  # fmt: skip
+            (truth / f"CellCounter_{name}.xml").write_text(xml)
+    out = tmp_path / "out"
+    status = count_main([str(images), "--model", "pretrained", "--out", str(out), "--truth",
+                         str(truth), "--no-overlays", "--quiet"])  # fmt: skip
+    assert status == 1  # the third image has no annotation
+    with (out / "counts.csv").open() as handle:
+        rows = {row["name"]: row for row in csv.DictReader(handle)}
+    for name, points in zip(names[:2], true_points, strict=True):
+        row = rows[name]
+        assert int(row["true_count"]) == len(points) and not row["error"]
+        assert int(row["tp"]) + int(row["fn"]) == len(points)
+        assert int(row["tp"]) + int(row["fp"]) == int(row["count"])
+        assert int(row["tp"]) >= 0.7 * len(points)  # the shipped model finds most cells
+    missing = rows[names[2]]
+    assert missing["count"] != "" and missing["error"].startswith("truth: no annotation")
+    scores = json.loads((out / "scores.json").read_text())
+    assert scores["n_images"] == 2
+    tp = sum(int(rows[n]["tp"]) for n in names[:2])
+    fp = sum(int(rows[n]["fp"]) for n in names[:2])
+    assert scores["precision"] == pytest.approx(tp / (tp + fp), abs=1e-3)
+
+
+def test_truth_option_must_be_a_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        count_main([str(tmp_path), "--model", "pretrained", "--out", str(tmp_path / "o"),
+                    "--truth", str(tmp_path / "nope")])  # fmt: skip
+    assert "is not a folder of annotations" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        count_main([str(tmp_path), "--model", "pretrained", "--out", str(tmp_path / "o"),
+                    "--match-radius", "-3"])  # fmt: skip
+    assert "positive finite number" in capsys.readouterr().err

@@ -180,3 +180,73 @@ def test_truth_option_must_be_a_folder(tmp_path: Path, capsys: pytest.CaptureFix
         count_main([str(tmp_path), "--model", "pretrained", "--out", str(tmp_path / "o"),
                     "--match-radius", "-3"])  # fmt: skip
     assert "positive finite number" in capsys.readouterr().err
+
+
+def _clicked_dataset(root: Path, count: int) -> tuple[Path, Path]:
+    """``count`` shipped DSB images with their labels reduced to centroid clicks (CSV)."""
+    images, points = root / "images", root / "points"
+    images.mkdir(parents=True), points.mkdir()
+    for path in samples.images("dsb2018")[:count]:
+        shutil.copy(path, images)
+        clicks = centres(read_labels(samples.truth_path("dsb2018", path)), "centroid")
+        (points / f"{path.stem}.csv").write_text("X,Y\n" + "".join(f"{c},{r}\n" for r, c in clicks))
+    return images, points
+
+
+def test_points_grow_into_one_cell_each() -> None:
+    from cellcount.data.io import read_image
+    from cellcount.data.point_targets import points_to_labels
+    from cellcount.data.sizes import median_diameter
+
+    path = samples.images("dsb2018")[0]
+    truth = read_labels(samples.truth_path("dsb2018", path))
+    clicks = centres(truth, "centroid")
+    labels = points_to_labels(read_image(path), clicks)
+    assert labels.max() == len(clicks)
+    assert set(np.unique(labels[labels > 0])) == set(range(1, len(clicks) + 1))  # none lost
+    rows, cols = np.round(clicks).astype(int).T
+    assert (labels[rows, cols] == np.arange(1, len(clicks) + 1)).mean() > 0.95  # at its click
+    true_d, grown_d = median_diameter(truth), median_diameter(labels)
+    assert true_d is not None and grown_d is not None
+    assert abs(grown_d / true_d - 1) < 0.35, (grown_d, true_d)  # roughly the cells' size
+
+
+def test_points_layout_trains_like_masks(tmp_path: Path) -> None:
+    from cellcount.data.datamodule import CellDataModule
+    from cellcount.data.options import DataOptions
+
+    _clicked_dataset(tmp_path / "data", 3)
+    options = DataOptions(root=str(tmp_path / "data"), layout="points", num_workers=0)
+    module = CellDataModule(options)
+    names = {s.name for s in module.samples()}
+    assert len(names) == 3
+    (tmp_path / "data" / "points" / f"{sorted(names)[0]}.csv").unlink()
+    with pytest.raises(DataError, match=r"no point annotation .* for: .*looked for"):
+        CellDataModule(DataOptions(root=str(tmp_path / "data"), layout="points")).samples()
+
+
+def test_finetune_writes_checkpoint_card_and_before_after_report(
+    tiny_run: Path, tmp_path: Path
+) -> None:
+    from cellcount.cli.finetune import main as finetune_main
+    from cellcount.inference.checkpoints import load_module
+
+    images, points = _clicked_dataset(tmp_path / "lab", 3)
+    out = tmp_path / "mine.ckpt"
+    base = tiny_run / "checkpoints" / "best.ckpt"
+    status = finetune_main([str(images), "--points", str(points), "--out", str(out),
+                            "--from", str(base), "--minutes", "0.05", "--quiet"])  # fmt: skip
+    assert status == 0
+    tuned = load_module(out)
+    assert tuned.hparams["arch_kwargs"] == load_module(base).hparams["arch_kwargs"]
+    card = json.loads(out.with_suffix(".json").read_text())
+    assert card["images"] == 3 and len(card["held_out_images"]) >= 1
+    for label in ("before", "after"):
+        assert card["held_out_scores"][label]["n_images"] == len(card["held_out_images"])
+    report = out.with_suffix(".report.md").read_text()
+    assert "| fine-tuned |" in report and "| before" not in report
+    assert out.with_suffix(".overlay.png").stat().st_size > 0
+    # Too few images, and images without points, are refused before any training.
+    (points / f"{sorted(p.stem for p in images.iterdir())[0]}.csv").unlink()
+    assert finetune_main([str(images), "--points", str(points), "--out", str(out),
+                          "--from", str(base), "--quiet"]) == 2  # fmt: skip

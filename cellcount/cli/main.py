@@ -16,6 +16,7 @@ from cellcount import __version__
 # name -> (module with main(argv) -> int, one-line description)
 COMMANDS = {
     "count": ("cellcount.cli.count", "count cells in images with a trained model"),
+    "finetune": ("cellcount.cli.finetune", "adapt a model to a new stain from clicked points"),
     "train": ("cellcount.training.train", "train a net (Hydra overrides, e.g. model=unet)"),
     "evaluate": ("cellcount.training.evaluate", "score a checkpoint: ckpt=PATH [data=...]"),
     "report": ("cellcount.cli.report", "Table 1 (Markdown, CSV, figure) from a sweep folder"),

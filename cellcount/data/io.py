@@ -31,11 +31,12 @@ from cellcount.data.normalize import (
     Normalized,
     normalize_intensity,
 )
+from cellcount.data.points import POINT_SUFFIXES, annotation_names, find_annotation
 
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg")
-LAYOUTS = ("folder", "instances", "fnc_v1", "fnc_v2")
+LAYOUTS = ("folder", "instances", "points", "fnc_v1", "fnc_v2")
 
 
 @dataclass(frozen=True)
@@ -336,6 +337,9 @@ def find_samples(
         ``folder``: ``root/images/*`` and ``root/masks/*`` (bring your own data).
         ``instances``: ``root/images/*`` and instance-label images ``root/labels/*``
         (e.g. the DSB 2018 nuclei set); touching cells stay separate.
+        ``points``: ``root/images/*`` and point annotations ``root/points/<name>.csv``
+        (or ``.xml``, ``CellCounter_<name>.xml``, ``.zip``, ``.roi``; see
+        :mod:`cellcount.data.points`), grown into cells when loaded.
         ``fnc_v1``: ``root/all_images/images/*`` and ``root/all_masks/masks/*``.
         ``fnc_v2``: ``root/<colour>/{trainval,test}/images/*`` with masks in
         ``.../ground_truths/masks/*``; ``Sample.group`` tells the split folder.
@@ -347,6 +351,8 @@ def find_samples(
         samples = pair_by_name(root / "images", root / "masks", "", skip_unpaired)
     elif layout == "instances":
         samples = pair_by_name(root / "images", root / "labels", "", skip_unpaired, labels=True)
+    elif layout == "points":
+        samples = _point_samples(root, skip_unpaired)
     elif layout == "fnc_v1":
         samples = pair_by_name(
             root / "all_images" / "images", root / "all_masks" / "masks", "", skip_unpaired
@@ -358,6 +364,26 @@ def find_samples(
     if not samples:
         raise DataError(f"no image/mask pairs found under {root} (layout {layout!r}).")
     check_unique_names(s.name for s in samples)
+    return samples
+
+
+def _point_samples(root: Path, skip_unpaired: bool) -> list[Sample]:
+    """Images of ``root/images`` paired with their annotations in ``root/points``."""
+    folder = root / "points"
+    if not folder.is_dir():
+        raise DataError(f"{folder} does not exist; the points layout needs images/ and points/.")
+    samples, missing = [], []
+    for image in image_files(root / "images"):
+        found = find_annotation(folder, image.stem)
+        if found is None or found.suffix.lower() not in POINT_SUFFIXES:
+            missing.append(f"{image.name} (looked for {annotation_names(image.stem)})")
+        else:
+            samples.append(Sample(image.stem, image, found, "", labels=True))
+    if missing and not skip_unpaired:
+        raise DataError(f"no point annotation in {folder} for: {'; '.join(missing)}. Add them, "
+                        f"or set data.skip_bad_files=true to skip these images.")  # fmt: skip
+    if missing:
+        log.warning("skipping images without points: %s", "; ".join(missing))
     return samples
 
 
@@ -394,6 +420,11 @@ def load_pair(
         instance labels for a ``labels`` sample.
     """
     image = read_image(sample.image, normalization=normalization)
+    if sample.mask.suffix.lower() in POINT_SUFFIXES:
+        from cellcount.data.point_targets import points_to_labels
+        from cellcount.data.points import read_truth_points
+
+        return image, points_to_labels(image, read_truth_points(sample.mask, image.shape))
     mask = read_labels(sample.mask) if sample.labels else read_mask(sample.mask)
     if image.shape[:2] != mask.shape:
         raise DataError(

@@ -5,11 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from cellcount.data.io import DataError
+from cellcount.data.io import LAYOUTS, DataError
 from cellcount.data.normalize import DEFAULT_NORMALIZATION, Normalization
 from cellcount.evaluation.matching import PAPER_RADIUS
 
-LAYOUTS = ("folder", "instances", "fnc_v1", "fnc_v2")
 AUGMENTATIONS = ("paper", "generalist", "none")
 
 
@@ -22,7 +21,7 @@ class DataOptions:
 
     Attributes:
         root: dataset folder.
-        layout: ``folder`` | ``instances`` | ``fnc_v1`` | ``fnc_v2``
+        layout: ``folder`` | ``instances`` | ``points`` | ``fnc_v1`` | ``fnc_v2``
             (see :func:`cellcount.data.io.find_samples`).
         colour: FNC v2 collection (``yellow``, ``red``, ``green``).
         extra_sources: more datasets to pool with this one, each

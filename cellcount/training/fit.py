@@ -37,6 +37,8 @@ def fit_net(cfg: DictConfig, run_dir: Path, git_commit: str | None) -> dict[str,
     """
     datamodule = CellDataModule(instantiate(cfg.data))
     module = instantiate(cfg.module)
+    if cfg.get("init_ckpt"):
+        init_weights(module, cfg.init_ckpt)
     callbacks = [instantiate(c) for c in cfg.callbacks.values()]
     loggers = [instantiate(c) for c in cfg.logger.values()]
     trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
@@ -98,6 +100,25 @@ def _best_checkpoint(trainer: pl.Trainer) -> tuple[str | None, float | None]:
     path = getattr(callback, "best_model_path", None) or None
     score = getattr(callback, "best_model_score", None)
     return path, (float(score) if path and score is not None else None)
+
+
+def init_weights(module: CellSegModule, source: str) -> None:
+    """Copy the net weights of a checkpoint or shipped model into ``module`` (safe load).
+
+    Raises:
+        ValueError: the checkpoint's architecture differs from the module's.
+    """
+    from cellcount.inference.checkpoints import load_module
+    from cellcount.inference.pretrained import resolve_model
+
+    base = load_module(resolve_model(source), "cpu")
+    mine, theirs = module.hparams["arch"], base.hparams["arch"]
+    if (mine, module.hparams.get("arch_kwargs")) != (theirs, base.hparams.get("arch_kwargs")):
+        raise ValueError(f"init_ckpt={source} is a {theirs} {base.hparams.get('arch_kwargs')}, "
+                         f"the model a {mine} {module.hparams.get('arch_kwargs')}; choose the "
+                         f"matching model= or another init_ckpt")  # fmt: skip
+    module.net.load_state_dict(base.net.state_dict())
+    log.info("initialised the net from %s", source)
 
 
 def resume_path(ckpt_path: str | None, run_dir: Path) -> str | None:

@@ -24,10 +24,12 @@ and options, so an interrupted run resumes.
 from __future__ import annotations
 
 import argparse
+import csv
 import glob
 import json
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +49,7 @@ from cellcount.counter import (
     parse_diameter,
 )
 from cellcount.data.io import IMAGE_SUFFIXES, DataError
+from cellcount.data.sizes import MAX_SCALE, MIN_SCALE
 from cellcount.evaluation.overlays import render_overlay, save_png
 from cellcount.evaluation.truth_points import SCORE_COLUMNS, score_labels, summary
 from cellcount.inference.predict import PRECISIONS
@@ -58,21 +61,26 @@ COUNT_COLUMNS = (
     "diameter_source", "model", "checkpoint_sha256", "warning", "error",
 )  # fmt: skip
 RECORDS = ".cellcount/records"
+# Tiles keep a 96 px margin on each side (the net's receptive field) plus some interior.
+MIN_TILE_SIZE = 256
 
 
 # -- inputs --------------------------------------------------------------------------
-def collect_inputs(inputs: Sequence[str], recursive: bool = False) -> list[tuple[Path, str]]:
+def collect_inputs(
+    inputs: Sequence[str], recursive: bool = False, exclude: Path | None = None
+) -> list[tuple[Path, str]]:
     """Expand files, folders and glob patterns into ``(path, output name)`` pairs.
 
     Folder contents get names from their path inside the folder (``a/b.tif`` ->
-    ``a__b``) so that files of the same name in sub-folders do not collide.
+    ``a__b``) so that files of the same name in sub-folders do not collide. Files
+    inside ``exclude`` (the output folder) are never inputs.
 
     Raises:
         DataError: an input matches no image file.
     """
     found: list[tuple[Path, str]] = []
     for item in inputs:
-        matched = _expand(item, recursive)
+        matched = [pair for pair in _expand(item, recursive) if not _inside(pair[0], exclude)]
         if not matched:
             hint = " or add --recursive" if Path(item).is_dir() and not recursive else ""
             raise DataError(
@@ -91,6 +99,10 @@ def _expand(item: str, recursive: bool) -> list[tuple[Path, str]]:
         return [(path, path.stem)]
     matches = sorted(Path(p) for p in glob.glob(item, recursive=recursive))
     return [(p, p.stem) for p in matches if _is_image(p)]
+
+
+def _inside(path: Path, folder: Path | None) -> bool:
+    return folder is not None and path.resolve().is_relative_to(folder.resolve())
 
 
 def _is_image(path: Path) -> bool:
@@ -134,17 +146,26 @@ def write_rois(labels: np.ndarray, path: Path) -> None:
             tmp.write_bytes(b"PK\x05\x06" + b"\x00" * 18)  # an empty zip archive
 
 
+def output_files(name: str, out: Path, options: argparse.Namespace) -> dict[str, Path]:
+    """The per-image files that the options ask for, by kind."""
+    wanted = {"labels": (not options.no_labels, f"labels/{name}.tif"),
+              "overlay": (not options.no_overlays, f"overlays/{name}.png"),
+              "cells": (options.per_cell, f"cells/{name}.csv"),
+              "rois": (options.rois, f"rois/{name}.zip")}  # fmt: skip
+    return {kind: out / relative for kind, (on, relative) in wanted.items() if on}
+
+
 def write_outputs(result: CountResult, name: str, out: Path, options: argparse.Namespace) -> None:
     """Write the per-image files that the options ask for."""
-    if not options.no_labels:
-        write_labels(result.labels, out / "labels" / f"{name}.tif")
-    if not options.no_overlays:
-        picture = render_overlay(result.image, result.labels, numbers=True)
-        save_png(picture, out / "overlays" / f"{name}.png")
-    if options.per_cell:
-        write_csv(out / "cells" / f"{name}.csv", result.cells, CELL_COLUMNS)
-    if options.rois:
-        write_rois(result.labels, out / "rois" / f"{name}.zip")
+    files = output_files(name, out, options)
+    if "labels" in files:
+        write_labels(result.labels, files["labels"])
+    if "overlay" in files:
+        save_png(render_overlay(result.image, result.labels, numbers=True), files["overlay"])
+    if "cells" in files:
+        write_csv(files["cells"], result.cells, CELL_COLUMNS)
+    if "rois" in files:
+        write_rois(result.labels, files["rois"])
 
 
 def count_row(path: Path, name: str, result: CountResult, model: dict[str, Any]) -> dict[str, Any]:
@@ -172,40 +193,111 @@ def run_key(options: argparse.Namespace, checkpoint_sha256: str) -> dict[str, An
     }  # fmt: skip
 
 
-def previous_row(record: Path, key: dict[str, Any]) -> dict[str, Any] | None:
-    """The stored row of an image counted before with the same key, else None."""
+def previous_row(record: Path, key: dict[str, Any], files: list[Path]) -> dict[str, Any] | None:
+    """The stored row of an image counted before with the same key (same file content,
+    model and options) whose output files all still exist, else None."""
     try:
         stored = json.loads(record.read_text())
     except (OSError, ValueError):
         return None
-    return stored["row"] if stored.get("key") == key else None
+    if stored.get("key") != key or not all(path.is_file() for path in files):
+        return None
+    return dict(stored["row"])
+
+
+class CountsTable:
+    """``counts.csv``, rewritten atomically as rows arrive (at most every
+    ``interval`` s, and on :meth:`close`), so an interrupted run keeps its finished rows.
+
+    Rows of images counted into the same folder by earlier runs, and not part of
+    this run, are kept (after this run's rows).
+    """
+
+    def __init__(self, path: Path, columns: Sequence[str], names: set[str],
+                 interval: float = 1.0) -> None:  # fmt: skip
+        self.path, self.columns, self.interval = path, tuple(columns), interval
+        self.rows: list[dict[str, Any]] = []
+        self.earlier = [row for row in _read_rows(path) if row.get("name") not in names]
+        self.written = 0.0
+
+    def add(self, row: dict[str, Any]) -> None:
+        self.rows.append(row)
+        if time.monotonic() - self.written >= self.interval:
+            self.close()
+
+    def close(self) -> None:
+        rows = [{key: row.get(key, "") for key in self.columns} for row in self.rows + self.earlier]
+        write_csv(self.path, rows, self.columns)
+        self.written = time.monotonic()
+
+
+def _read_rows(path: Path) -> list[dict[str, str]]:
+    try:
+        with path.open(newline="") as handle:
+            return list(csv.DictReader(handle))
+    except (OSError, csv.Error, UnicodeDecodeError):
+        return []
+
+
+def check_output_folder(out: Path) -> None:
+    """Create ``out`` and prove it writable, before any image is read.
+
+    Raises:
+        DataError: ``out`` is a file, or cannot be created or written to.
+    """
+    if out.exists() and not out.is_dir():
+        raise DataError(f"--out {out} is a file; give a folder (it is created if missing)")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / RECORDS / ".write-test"
+        probe.parent.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise DataError(f"--out {out} is not writable ({err.strerror or err}); choose a folder "
+                        f"you can write to") from None  # fmt: skip
+
+
+def check_diameter(counter: Counter) -> None:
+    """A given diameter must be one the model can be rescaled to (``MIN_SCALE``..``MAX_SCALE``).
+
+    Raises:
+        DataError: naming the option and the valid range.
+    """
+    if counter.cell_diameter == AUTO:
+        return
+    low, high = counter.model_diameter / MAX_SCALE, counter.model_diameter / MIN_SCALE
+    if not low <= float(counter.cell_diameter) <= high:
+        raise DataError(f"--cell-diameter {counter.cell_diameter:g} is outside what this model "
+                        f"counts: {low:g} to {high:g} px (its cells are "
+                        f"{counter.model_diameter:g} px; images are rescaled at most "
+                        f"{MAX_SCALE:g}x up and {1 / MIN_SCALE:g}x down)")  # fmt: skip
 
 
 def count_all(options: argparse.Namespace) -> int:
     """Count every input image; return the process exit status (0 ok, 1 some failed)."""
     out = Path(options.out)
-    inputs = collect_inputs(options.inputs, options.recursive)
+    check_output_folder(out)
+    inputs = collect_inputs(options.inputs, options.recursive, exclude=out)
     checkpoint = resolve_model(options.model)
     counter = Counter.from_checkpoint(
         checkpoint, options.device, threshold=options.threshold, tile_size=options.tile_size,
         batch_size=options.batch_size, tta=options.tta, cell_diameter=options.cell_diameter,
         precision=options.precision,
     )  # fmt: skip
+    check_diameter(counter)
     digest = file_sha256(checkpoint)
     source = "auto" if counter.cell_diameter == AUTO else "given"
     model = {"diameter_source": source, "model": str(counter.module.hparams["arch"]),
              "checkpoint_sha256": digest}  # fmt: skip
     key = run_key(options, digest)
-    rows = []
-    for path, name in tqdm(inputs, desc="counting", unit="image", disable=options.quiet):
-        record = out / RECORDS / f"{name}.json"
-        row = previous_row(record, key)
-        if row is None or row["file"] != str(path):
-            row = _count_one(counter, path, name, out, options, model)
-            if not row["error"]:
-                atomic_write_text(record, json.dumps({"key": key, "row": row}))
-        rows.append(row)
-    write_csv(out / "counts.csv", rows, _columns(options))
+    table = CountsTable(out / "counts.csv", _columns(options), {name for _, name in inputs})
+    try:
+        for path, name in tqdm(inputs, desc="counting", unit="image", disable=options.quiet):
+            table.add(_count_or_reuse(counter, path, name, out, options, model, key))
+    finally:  # also on Ctrl-C: every finished row is kept
+        table.close()
+    rows = table.rows
     failed = [r for r in rows if r["error"]]
     if options.truth:
         _write_scores(rows, out, options.quiet)
@@ -217,18 +309,36 @@ def count_all(options: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _count_or_reuse(
+    counter: Counter, path: Path, name: str, out: Path, options: argparse.Namespace,
+    model: dict[str, Any], run: dict[str, Any],
+) -> dict[str, Any]:  # fmt: skip
+    """The row of one image: reused from its record when nothing changed, else counted."""
+    record = out / RECORDS / f"{name}.json"
+    try:
+        key = {**run, "file": str(path), "file_sha256": file_sha256(path)}
+    except OSError as err:
+        return _error_row(path, name, model, options, DataError(f"cannot read {path}: {err}"))
+    files = list(output_files(name, out, options).values())
+    row = previous_row(record, key, files)
+    if row is None:
+        row = _count_one(counter, path, name, out, options, model)
+        if not row["error"]:
+            atomic_write_text(record, json.dumps({"key": key, "row": row}))
+    return row
+
+
 def _count_one(
     counter: Counter, path: Path, name: str, out: Path, options: argparse.Namespace,
     model: dict[str, Any],
 ) -> dict[str, Any]:  # fmt: skip
+    """Count one image and write its files; any failure becomes the row's error."""
     try:
         result = counter.count(path, options.channel)
         write_outputs(result, name, out, options)
         row = count_row(path, name, result, model)
-    except (DataError, ValueError, OSError, MemoryError) as err:
-        print(f"cellcount: {path}: {err}", file=sys.stderr)
-        empty = dict.fromkeys(_columns(options), "")
-        return {**empty, "file": str(path), "name": name, **model, "error": str(err)}
+    except Exception as err:  # one bad image never sinks the run
+        return _error_row(path, name, model, options, err)
     if options.truth:
         try:
             row.update(score_labels(result.labels, Path(options.truth), name,
@@ -238,6 +348,18 @@ def _count_one(
             print(f"cellcount: {path}: truth: {err}", file=sys.stderr)
             row["error"] = f"truth: {err}"
     return row
+
+
+def _error_row(
+    path: Path, name: str, model: dict[str, Any], options: argparse.Namespace, err: Exception
+) -> dict[str, Any]:
+    """The row of an image that failed, with a message saying what to do."""
+    message = str(err) if isinstance(err, DataError) else f"{type(err).__name__}: {err}"
+    if isinstance(err, MemoryError) or "out of memory" in str(err).lower():
+        message += f" (out of memory: try a smaller --tile-size than {options.tile_size})"
+    print(f"cellcount: {path}: {message}", file=sys.stderr)
+    empty = dict.fromkeys(_columns(options), "")
+    return {**empty, "file": str(path), "name": name, **model, "error": message}
 
 
 def _columns(options: argparse.Namespace) -> tuple[str, ...]:
@@ -282,8 +404,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--channel", type=int, default=None,
                         help="channel holding the cells, for multi-channel images")  # fmt: skip
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
-    parser.add_argument("--batch-size", type=int, default=1, help="tiles per forward pass")
-    parser.add_argument("--tile-size", type=int, default=DEFAULT_TILE_SIZE, metavar="SIZE",
+    parser.add_argument("--batch-size", type=at_least(1), default=1,
+                        help="tiles per forward pass (>= 1)")  # fmt: skip
+    parser.add_argument("--tile-size", type=at_least(MIN_TILE_SIZE), default=DEFAULT_TILE_SIZE,
+                        metavar="SIZE",
                         help="tile budget (px): images of up to SIZE x SIZE pixels are "
                              "predicted whole, larger ones in tiles of side <= SIZE; memory "
                              "grows with it (default %(default)s)")  # fmt: skip
@@ -317,6 +441,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="matching radius in px (default: 1.25 cell diameters)",
     )
     return parser
+
+
+def at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type: an integer >= ``minimum``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        return value
+
+    return parse
 
 
 def truth_folder(text: str) -> str:

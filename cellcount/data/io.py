@@ -88,6 +88,12 @@ def read_raw(path: Path, expand_palette: bool = True) -> RawImage:
     try:
         is_tiff = path.suffix.lower() in (".tif", ".tiff")
         raw = _read_tiff(path) if is_tiff else _read_pillow(path, expand_palette)
+    except Image.DecompressionBombError as err:
+        raise DataError(
+            f"image {path} is too large to open safely ({err}). Cut it into tiles of at "
+            f"most {(Image.MAX_IMAGE_PIXELS or 0) // 1_000_000} Mpx and count those (e.g. in "
+            f"Fiji: Image > Stacks > Tools > Montage to Stack)."
+        ) from None
     except (OSError, UnidentifiedImageError, ValueError) as err:
         raise DataError(
             f"cannot read image {path}: {err}. Check that the file is a complete "

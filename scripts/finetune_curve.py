@@ -1,0 +1,147 @@
+"""Fine-tuning from clicks: F1 and MAE against the number of annotated images and minutes.
+
+    CELLCOUNT_DSB=... python -m scripts.finetune_curve --images 3 10 30 --minutes 5
+
+Stains the shipped model never trained on, with their masks reduced to centroid clicks:
+
+* ``dsb_360x360``, a held-out DSB 2018 source: the last 40 images (by name) are the
+  test set; fine-tuning uses the first N of the others;
+* ``fnc_red``: the two FNC red images the model trained on are the annotated ones, the
+  two held-out ones (never seen) the test set.
+
+Each fine-tuning run is ``cellcount finetune`` (held-out share 0.3 of the N images for
+its thresholds); the test images are counted by the shipped and the fine-tuned model
+(sizes estimated per image) and matched to the clicks. Writes
+``docs/results/finetune.md`` and ``.csv``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+from cellcount.counter import Counter
+from cellcount.data.io import read_labels, read_mask
+from cellcount.evaluation.matching import centres, label_mask
+from cellcount.evaluation.truth_points import score_labels, summary
+from cellcount.runtime.files import atomic_write_text, write_csv
+from cellcount.training.finetune import FinetuneOptions, finetune
+from scripts.common import (
+    DSB_FULL,
+    FNC_SAMPLES,
+    HELD_OUT_FNC,
+    REPO,
+    held_out_sources,
+    require_folder,
+)
+
+OUT = REPO / "docs" / "results"
+COLUMNS = ("set", "images", "minutes", "model", "test_images", "precision", "recall", "f1",
+           "mae", "mpe")  # fmt: skip
+
+
+def write_clicks(pairs: list[tuple[Path, Path]], folder: Path) -> list[tuple[Path, str]]:
+    """Copy images into ``folder/images`` and their truth as centroid CSVs into
+    ``folder/points``; return the (image, name) list."""
+    for sub in ("images", "points"):
+        (folder / sub).mkdir(parents=True, exist_ok=True)
+    items = []
+    for image, truth in pairs:
+        labels = (
+            read_labels(truth) if truth.parent.name == "labels" else label_mask(read_mask(truth))
+        )
+        clicks = centres(labels, "centroid")
+        rows = "".join(f"{col:.2f},{row:.2f}\n" for row, col in clicks)
+        atomic_write_text(folder / "points" / f"{image.stem}.csv", "X,Y\n" + rows)
+        shutil.copy(image, folder / "images" / image.name)
+        items.append((folder / "images" / image.name, image.stem))
+    return items
+
+
+def score(counter: Counter, test: list[tuple[Path, str]], points: Path) -> dict[str, float]:
+    """Micro scores of a counter on the test images against their clicks."""
+    rows = []
+    for path, name in test:
+        result = counter.count(path)
+        rows.append(score_labels(result.labels, points, name, result.cell_diameter))
+    return summary(rows)
+
+
+def sets(
+    dsb: Path, fnc: Path
+) -> dict[str, tuple[list[tuple[Path, Path]], list[tuple[Path, Path]]]]:
+    """Per set: (annotation pool, test pairs)."""
+    names = sorted(n for n, s in held_out_sources(dsb).items() if s == "dsb_360x360")
+    pairs = [(dsb / "images" / f"{n}.png", dsb / "labels" / f"{n}.png") for n in names]
+    red = sorted((fnc / "red" / "images").glob("*.png"))
+    red_pairs = [(p, fnc / "red" / "masks" / p.name) for p in red]
+    return {
+        "dsb_360x360": (pairs[:-40], pairs[-40:]),
+        "fnc_red": ([p for p in red_pairs if p[0].stem not in HELD_OUT_FNC],
+                    [p for p in red_pairs if p[0].stem in HELD_OUT_FNC]),
+    }  # fmt: skip
+
+
+def run_set(name: str, pool: list, test: list, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Rows of one set: the shipped model, then one per (images, minutes)."""
+    work = args.work / name
+    test_items = write_clicks(test, work / "test")
+    row = {"set": name, "test_images": len(test)}
+    shipped = score(Counter.from_checkpoint("pretrained"), test_items, work / "test" / "points")
+    rows = [{**row, "images": 0, "minutes": 0, "model": "pretrained", **shipped}]
+    for count in args.images:
+        if count > len(pool):
+            continue
+        train = write_clicks(pool[:count], work / f"train_{count}")
+        for minutes in args.minutes:
+            out = work / f"tuned_{count}_{minutes:g}.ckpt"
+            finetune(FinetuneOptions(train, work / f"train_{count}" / "points", out,
+                                     minutes=minutes, progress=False))  # fmt: skip
+            tuned = Counter.from_checkpoint(out, "cpu")
+            rows.append({**row, "images": count, "minutes": minutes, "model": "fine-tuned",
+                         **score(tuned, test_items, work / "test" / "points")})  # fmt: skip
+            print(rows[-1], flush=True)
+    return rows
+
+
+def markdown(rows: list[dict[str, Any]], command: str) -> str:
+    header = "| set | annotated images | minutes | model | test images | precision | recall | F1 |"
+    lines = [
+        f"`{command}`\n",
+        header + " MAE | MPE |",
+        "|---|" + "---:|" * 2 + "---|" + "---:|" * 6,
+    ]
+    for r in rows:
+        lines.append(f"| {r['set']} | {r['images']} | {r['minutes']:g} | {r['model']} | "
+                     f"{r['test_images']} | {r['precision']:.3f} | {r['recall']:.3f} | "
+                     f"{r['f1']:.3f} | {r['mae']:.2f} | {r['mpe']:+.1%} |")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-root", type=Path, default=DSB_FULL)
+    parser.add_argument("--fnc-root", type=Path, default=FNC_SAMPLES)
+    parser.add_argument("--images", type=int, nargs="+", default=[3, 10, 30])
+    parser.add_argument("--minutes", type=float, nargs="+", default=[5.0])
+    parser.add_argument("--sets", nargs="+", default=["dsb_360x360", "fnc_red"])
+    parser.add_argument("--work", type=Path, default=REPO / "outputs" / "finetune_curve")
+    args = parser.parse_args(argv)
+    require_folder(args.data_root, "the DSB 2018 fluorescence set", "CELLCOUNT_DSB")
+    rows = []
+    for name, (pool, test) in sets(args.data_root, args.fnc_root).items():
+        if name in args.sets:
+            rows += run_set(name, pool, test, args)
+    OUT.mkdir(parents=True, exist_ok=True)
+    write_csv(OUT / "finetune.csv", rows, COLUMNS)
+    command = "python -m scripts.finetune_curve " + " ".join(argv or sys.argv[1:])
+    atomic_write_text(OUT / "finetune.md", markdown(rows, command))
+    print(markdown(rows, command))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -168,3 +168,20 @@ def test_resume_refuses_an_unsafe_last_checkpoint(tiny_run: Path, tmp_path: Path
 def test_a_folder_given_as_checkpoint_says_so(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="it is a folder"):
         load_module(tmp_path)
+
+
+def test_caches_live_under_the_output_folder_not_in_the_data(
+    compose_train: Composer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from cellcount.data.datamodule import cache_folder
+    from cellcount.data.options import DataOptions
+
+    cfg = compose_train("data=folder", f"data.root={tmp_path / 'share'}")
+    assert Path(cfg.data.cache_dir) == tmp_path / "outputs" / "data" / "cache"
+    # API use without a cache_dir on data that cannot be written: a temporary folder.
+    (tmp_path / "file").write_text("x")
+    unwritable = DataOptions(root=str(tmp_path / "file" / "data"))
+    with caplog.at_level("WARNING"):
+        folder = cache_folder(unwritable)
+    assert not folder.is_relative_to(tmp_path) and "cannot write" in caplog.text
+    assert cache_folder(DataOptions(root=str(tmp_path))) == tmp_path / ".cellcount_cache"

@@ -46,6 +46,24 @@ from cellcount.data.transforms import build_augmentation
 log = logging.getLogger(__name__)
 
 
+def cache_folder(options: DataOptions) -> Path:
+    """``options.cache_dir``; when unset, ``<root>/.cellcount_cache`` if that can be
+    written, else a folder under the system's temporary directory (with a warning)."""
+    if options.cache_dir:
+        return Path(options.cache_dir)
+    inside = Path(options.root) / ".cellcount_cache"
+    try:
+        inside.mkdir(parents=True, exist_ok=True)
+        return inside
+    except OSError:
+        import tempfile
+
+        fallback = Path(tempfile.gettempdir()) / "cellcount_cache"
+        log.warning("cannot write %s (read-only data?); caching weight maps in %s instead "
+                    "(set data.cache_dir to choose)", inside, fallback)  # fmt: skip
+        return fallback
+
+
 class CellDataModule(pl.LightningDataModule):
     """Crops of fluorescence images with cell masks and weight maps.
 
@@ -58,8 +76,7 @@ class CellDataModule(pl.LightningDataModule):
         self.options = options
         self.save_hyperparameters(asdict(options), logger=False)
         self.root = Path(options.root)
-        cache = options.cache_dir
-        self.cache_dir = Path(cache) if cache else self.root / ".cellcount_cache"
+        self.cache_dir = cache_folder(options)
         self.split_file = Path(options.split_file) if options.split_file else None
         self.targets = TargetOptions(
             options.min_cell_area, options.max_hole_area, options.wm_sigma, options.wm_band

@@ -47,7 +47,8 @@ class DataOptions:
             a crop centred on each is oversampled.
         artifacts_file: CSV of more such boxes (``image,y,x,height,width``); the
             synthetic generator writes one (``artifacts.csv``).
-        cache_dir: weight-map cache (default ``<root>/.cellcount_cache``).
+        cache_dir: weight-map cache (the configs: ``<paths.data_dir>/cache``; unset:
+            ``<root>/.cellcount_cache``, or a temporary folder when the data are read-only).
         skip_bad_files: warn and skip unpaired files instead of failing.
         normalization: intensity normalisation ``{method, low, high}``
             (:class:`cellcount.data.normalize.Normalization`); recorded in the checkpoint.

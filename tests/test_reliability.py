@@ -137,8 +137,44 @@ def test_empty_and_full_masks_and_small_images_train(tmp_path: Path) -> None:
 def test_empty_folder_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "images").mkdir()
     (tmp_path / "masks").mkdir()
-    with pytest.raises(DataError, match="no image/mask pairs found"):
+    with pytest.raises(DataError, match=r"images holds no images \(\.png"):
         CellDataModule(DataOptions(str(tmp_path))).samples()
+
+
+def test_hydra_entry_points_report_fixable_errors_in_one_line(tmp_path: Path) -> None:
+    """Bad data or options: one line naming the key and the fix, exit status 2; the
+    traceback only with HYDRA_FULL_ERROR=1."""
+    cases = [
+        (["train", "data.crop_size=-5", "trainer=debug", "logger=csv"], "data.crop_size=-5"),
+        (["train", "trainer.max_epochs=-2", "logger=csv"], "trainer: `max_epochs`"),
+        (["evaluate"], "ckpt=PATH.ckpt or ckpt=pretrained"),
+    ]
+    env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
+    for args, expected in cases:
+        result = subprocess.run([sys.executable, "-m", "cellcount", *args,
+                                 f"paths.output_dir={tmp_path}"], capture_output=True, text=True,
+                                env=env, cwd=tmp_path, timeout=300)  # fmt: skip
+        assert result.returncode == 2, result.stderr[-500:]
+        lines = [line for line in result.stderr.splitlines() if "error:" in line]
+        assert len(lines) == 1 and expected in lines[0], result.stderr[-500:]
+        assert "Traceback" not in result.stderr
+
+
+def test_a_checkpoint_without_a_cell_size_says_so() -> None:
+    from cellcount.training.module import CellSegModule
+
+    with pytest.raises(ValueError, match="cell_diameter=0 is not a cell size"):
+        CellSegModule(arch_kwargs={"n_features_start": 4}, cell_diameter=0)
+
+
+def test_a_stack_reports_its_planes(tmp_path: Path) -> None:
+    import tifffile
+
+    from cellcount.data.io import read_image
+
+    tifffile.imwrite(tmp_path / "s.tif", np.zeros((2, 3, 4, 32, 48), np.uint16))
+    with pytest.raises(DataError, match=r"stack of 2x3x4 planes of 48x32 px.*Z Project"):
+        read_image(tmp_path / "s.tif")
 
 
 def test_config_typos_name_the_key(compose_train: Composer) -> None:

@@ -116,7 +116,8 @@ class CellDataModule(pl.LightningDataModule):
             if unknown:
                 raise DataError(
                     f"split file {self.split_file} names images not in {self.root} "
-                    f"(e.g. {sorted(unknown)[:3]}); delete it to re-split."
+                    f"(e.g. {sorted(unknown)[:3]}): is data.root the dataset this split was "
+                    f"made for? (A new split needs a new run folder.)"
                 )
             return split
         hp = self.options

@@ -156,9 +156,12 @@ def _colour_channels(raw: RawImage, source: Path | str) -> np.ndarray:
     """(H, W, 1) grey or (H, W, 3) RGB from a decoded image, dropping only a real alpha."""
     array = raw.array[..., None] if raw.array.ndim == 2 else raw.array
     if array.ndim != 3:
+        planes = "x".join(str(n) for n in array.shape[:-2])
         raise DataError(
-            f"image {source} has shape {array.shape}; expected (H, W), (H, W, 3) or "
-            f"(H, W, 4). Choose a plane of the stack with --channel."
+            f"image {source} is a stack of {planes} planes of {array.shape[-1]}x"
+            f"{array.shape[-2]} px (shape {array.shape}); cellcount counts 2-D images "
+            f"(grey, RGB or channels last). Save one plane or a projection (e.g. Fiji: "
+            f"Image > Stacks > Z Project), or a 3-D (C, H, W) stack and choose --channel."
         )
     channels = array.shape[-1]
     if channels in (2, 4) and _is_alpha(array[..., -1], raw.alpha):
@@ -319,6 +322,9 @@ def pair_by_name(
             ``skip_unpaired`` is set (then they are skipped with a warning).
     """
     images = {p.stem: p for p in image_files(image_dir)}
+    if not images:
+        raise DataError(f"{image_dir} holds no images ({', '.join(IMAGE_SUFFIXES)}); put them "
+                        f"there, or point data.root at the folder that has them")  # fmt: skip
     masks = {p.stem: p for p in image_files(mask_dir)}
     problems = [f"image {images[s]} has no mask in {mask_dir}" for s in images.keys() - masks]
     problems += [f"mask {masks[s]} has no image in {image_dir}" for s in masks.keys() - images]

@@ -38,7 +38,8 @@ class Split:
             return cls(train=data["train"], val=data["val"], test=data["test"])
         except (OSError, json.JSONDecodeError, KeyError, TypeError) as err:
             raise DataError(
-                f"split file {path} is unreadable ({err}); delete it to re-split."
+                f"split file {path} is unreadable ({err}); restore it, or use a new run "
+                f"folder for a new split"
             ) from err
 
 

@@ -43,4 +43,8 @@ def resolve_model(name_or_path: str | Path) -> Path:
     """A pretrained model's file for a known name, else the given checkpoint path."""
     if isinstance(name_or_path, str) and name_or_path in PRETRAINED:
         return pretrained_path(name_or_path)
-    return Path(name_or_path)
+    path = Path(name_or_path)
+    if not path.exists():
+        raise FileNotFoundError(f"{name_or_path} is neither a checkpoint file nor a shipped "
+                                f"model name ({', '.join(PRETRAINED)})")  # fmt: skip
+    return path

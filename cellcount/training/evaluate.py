@@ -16,7 +16,7 @@ from typing import Any
 import hydra
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from cellcount.data.datamodule import CellDataModule
 from cellcount.evaluation.scoring import evaluate_images
@@ -27,6 +27,7 @@ from cellcount.inference.predict import (
     resolve_device,
 )
 from cellcount.inference.pretrained import resolve_model
+from cellcount.runtime.errors import exit_on_fixable
 from cellcount.runtime.files import atomic_write_text, write_csv
 from cellcount.runtime.provenance import write_run_info
 from cellcount.training.resolvers import register_resolvers
@@ -78,8 +79,15 @@ register_resolvers()
 @hydra.main(version_base="1.3", config_path="pkg://cellcount.conf", config_name="evaluate")
 def main(cfg: DictConfig) -> float:
     """Hydra entry point; returns the F1 score."""
-    with torch.inference_mode():
-        metrics = evaluate(cfg)
+    if OmegaConf.is_missing(cfg, "ckpt"):
+        exit_on_fixable(ValueError("give the model to score: ckpt=PATH.ckpt or ckpt=pretrained"),
+                        "evaluate")  # fmt: skip
+    try:
+        with torch.inference_mode():
+            metrics = evaluate(cfg)
+    except Exception as err:
+        exit_on_fixable(err, "evaluate")
+        raise
     print(table_row(metrics))
     print(f"results: {cfg.paths.run_dir}")
     return float(metrics["f1"])

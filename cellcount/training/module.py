@@ -64,6 +64,11 @@ class CellSegModule(pl.LightningModule):
         scheduler: SchedulerFactory | None = None,
     ) -> None:
         super().__init__()
+        if not (isinstance(cell_diameter, int | float) and 0 < cell_diameter < float("inf")):
+            raise ValueError(
+                f"cell_diameter={cell_diameter!r} is not a cell size: it must be a positive "
+                f"number of px (module.cell_diameter, stored in each checkpoint)"
+            )
         self.net = build_net(arch, **dict(arch_kwargs or {}))
         # Record the resolved, JSON-plain kwargs (defaults filled in): the checkpoint
         # then holds only primitive types and loads with torch.load(weights_only=True).

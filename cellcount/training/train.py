@@ -27,6 +27,7 @@ from hydra.utils import get_method
 from omegaconf import DictConfig
 
 from cellcount.runtime.allocator import tune_allocator
+from cellcount.runtime.errors import exit_on_fixable
 from cellcount.runtime.provenance import write_run_info
 from cellcount.runtime.results import read_results, write_results
 from cellcount.training.resolvers import register_resolvers
@@ -79,6 +80,7 @@ def main(cfg: DictConfig) -> float | None:
         results = train(cfg)
     except Exception as err:
         if not _in_multirun():
+            exit_on_fixable(err, "train")
             raise
         log.exception("job %s failed", cfg.paths.run_dir)
         error = f"{type(err).__name__}: {err}"

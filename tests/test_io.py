@@ -96,7 +96,7 @@ def test_size_mismatch_names_both_files(tmp_path: Path) -> None:
 
 
 def test_unknown_layout_lists_valid_ones(tmp_path: Path) -> None:
-    with pytest.raises(DataError, match="valid layouts: folder, instances, fnc_v1, fnc_v2"):
+    with pytest.raises(DataError, match="valid layouts: folder, instances, points, fnc_v1, fnc_v2"):
         find_samples(tmp_path, layout="fnc_v3")
 
 

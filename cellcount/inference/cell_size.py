@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 from scipy import ndimage as ndi
-from skimage.filters import threshold_multiotsu, threshold_otsu
+from skimage.filters import threshold_otsu
 
 from cellcount.data.sizes import MIN_CELL_PIXELS
 
@@ -27,8 +27,9 @@ REFINE_TOLERANCE = 0.25
 # is no cell at all (tissue, vessels, background) and is left out.
 CLUMP_FILL = 1.6
 STRUCTURE_FILL = 4.0
-# A guess above this share of the image's short side (fewer than ~16 cells would fit)
-# is a structure, not a cell: the guess is retried with a higher threshold.
+# A guess above this share of the image's short side (fewer than ~16 cells would fit),
+# made of one component holding most of the foreground, is a structure, not a cell:
+# no guess (counting then starts from the model's own cell size).
 MAX_GUESS_FRACTION = 0.25
 # The first guess looks at images of at most about this many pixels (block-averaged).
 GUESS_PIXELS = 1 << 21
@@ -40,8 +41,8 @@ def first_guess(image: np.ndarray) -> float | None:
     Each foreground component counts once; a component whose area exceeds
     ``CLUMP_FILL`` times its largest inscribed disc is taken as a clump and
     measured by that disc, else by its equivalent diameter. A guess too large to
-    be a cell (over ``MAX_GUESS_FRACTION`` of the short side) is retried with the
-    upper threshold of a three-class Otsu, then given up (None).
+    be a cell (over ``MAX_GUESS_FRACTION`` of the short side, from one component
+    holding over half the foreground) is no guess (None).
     """
     grey = image.mean(axis=-1, dtype=np.float32)
     factor = max(1, int(np.sqrt(grey.size / GUESS_PIXELS)))
@@ -51,24 +52,22 @@ def first_guess(image: np.ndarray) -> float | None:
     smoothed = ndi.gaussian_filter(grey, 1.0)
     if smoothed.max() - smoothed.min() < 1e-3:
         return None
-    largest = min(smoothed.shape) * MAX_GUESS_FRACTION
-    guess = _guess_at(smoothed > threshold_otsu(smoothed))
-    if guess is None or guess > largest:
-        # Otsu split a bright structure (tissue, an embryo) from a dark background:
-        # the cells are the brightest of three classes.
-        guess = _guess_at(smoothed > threshold_multiotsu(smoothed, classes=3)[-1])
-    if guess is None or guess > largest:
-        return None
-    return guess * factor
+    guess, share = _guess_at(smoothed > threshold_otsu(smoothed))
+    if guess is not None and guess > min(smoothed.shape) * MAX_GUESS_FRACTION and share > 0.5:
+        return None  # Otsu split one bright structure (tissue, an embryo) from the background
+    return None if guess is None else guess * factor
 
 
-def _guess_at(foreground: np.ndarray) -> float | None:
-    """Weighted-median cell diameter (px) of a bool foreground's components, or None."""
+def _guess_at(foreground: np.ndarray) -> tuple[float | None, float]:
+    """Weighted-median cell diameter (px) of a bool foreground's components (None when
+    there are none), and the share of the foreground in its largest component."""
     labels, count = ndi.label(foreground)
     if count == 0:
-        return None
+        return None, 0.0
+    sizes = np.bincount(labels.ravel())[1:]
+    share = float(sizes.max() / sizes.sum())
     diameters, areas = _component_diameters(labels, count)
-    return _weighted_median(diameters, areas) if diameters.size else None
+    return (_weighted_median(diameters, areas) if diameters.size else None), share
 
 
 def _weighted_median(values: np.ndarray, weights: np.ndarray) -> float:

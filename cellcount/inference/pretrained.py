@@ -44,7 +44,7 @@ def resolve_model(name_or_path: str | Path) -> Path:
     if isinstance(name_or_path, str) and name_or_path in PRETRAINED:
         return pretrained_path(name_or_path)
     path = Path(name_or_path)
-    if not path.exists():
+    if not path.exists() and not path.suffix and path.parent == Path("."):  # a mistyped name
         raise FileNotFoundError(f"{name_or_path} is neither a checkpoint file nor a shipped "
                                 f"model name ({', '.join(PRETRAINED)})")  # fmt: skip
     return path

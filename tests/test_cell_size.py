@@ -54,7 +54,7 @@ def test_a_bright_structure_is_no_size_guess(diameter: float) -> None:
     """Nuclei along the rim of an embryo: Otsu separates the embryo (one component far
     larger than any cell) from the dark background. That is no cell size: no guess
     (counting then starts at the model's own size), never the embryo's width."""
-    image, labels = _discs(diameter)
+    image, _ = _discs(diameter)
     side = image.shape[0]
     yy, xx = np.mgrid[:side, :side]
     body = ((yy - side / 2) / (0.45 * side)) ** 2 + ((xx - side / 2) / (0.48 * side)) ** 2 < 1

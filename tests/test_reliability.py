@@ -158,6 +158,8 @@ def test_hydra_entry_points_report_fixable_errors_in_one_line(tmp_path: Path) ->
         lines = [line for line in result.stderr.splitlines() if "error:" in line]
         assert len(lines) == 1 and expected in lines[0], result.stderr[-500:]
         assert "Traceback" not in result.stderr
+    failed = [json.loads(p.read_text()) for p in tmp_path.glob("runs/*/results.json")]
+    assert len(failed) == 2 and all(r["status"] == "failed" and r["error"] for r in failed)
 
 
 def test_a_checkpoint_without_a_cell_size_says_so() -> None:
@@ -221,3 +223,36 @@ def test_caches_live_under_the_output_folder_not_in_the_data(
         folder = cache_folder(unwritable)
     assert not folder.is_relative_to(tmp_path) and "cannot write" in caplog.text
     assert cache_folder(DataOptions(root=str(tmp_path))) == tmp_path / ".cellcount_cache"
+
+
+def test_degenerate_data_is_reported(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Empty masks everywhere, and crops larger than the images: warnings, not silence."""
+    from PIL import Image
+
+    for sub in ("images", "masks"):
+        (tmp_path / sub).mkdir()
+    rng = np.random.default_rng(0)
+    for index in range(4):
+        grey = (rng.random((48, 64)) * 255).astype(np.uint8)
+        Image.fromarray(grey).save(tmp_path / "images" / f"i{index}.png")
+        Image.fromarray(np.zeros((48, 64), np.uint8)).save(tmp_path / "masks" / f"i{index}.png")
+    options = DataOptions(str(tmp_path), crop_size=128, crop_step=128, num_workers=0,
+                          val_fraction=0.25, test_fraction=0.25)  # fmt: skip
+    with caplog.at_level("WARNING"):
+        CellDataModule(options).setup("fit")
+    assert "hold no cells (every mask is empty)" in caplog.text
+    assert "data.crop_size=128 is larger than" in caplog.text and "48" in caplog.text
+
+
+def test_temporaries_of_a_killed_write_are_cleaned(tmp_path: Path) -> None:
+    from cellcount.runtime.files import clean_stale_temporaries
+
+    old, fresh = tmp_path / "sub" / ".counts.x1.tmp.csv", tmp_path / ".labels.x2.tmp.tif"
+    old.parent.mkdir()
+    for path in (old, fresh):
+        path.write_text("half")
+    os.utime(old, (1, 1))
+    keep = tmp_path / "counts.csv"
+    keep.write_text("ok")
+    assert clean_stale_temporaries(tmp_path) == 1
+    assert not old.exists() and fresh.exists() and keep.exists()

@@ -54,7 +54,13 @@ from cellcount.evaluation.overlays import render_overlay, save_png
 from cellcount.evaluation.truth_points import SCORE_COLUMNS, score_labels, summary
 from cellcount.inference.predict import PRECISIONS
 from cellcount.inference.pretrained import PRETRAINED, resolve_model
-from cellcount.runtime.files import atomic_path, atomic_write_text, file_sha256, write_csv
+from cellcount.runtime.files import (
+    atomic_path,
+    atomic_write_text,
+    clean_stale_temporaries,
+    file_sha256,
+    write_csv,
+)
 
 COUNT_COLUMNS = (
     "file", "name", "count", "mean_cell_area", "median_cell_area", "threshold", "cell_diameter",
@@ -278,6 +284,7 @@ def count_all(options: argparse.Namespace) -> int:
     """Count every input image; return the process exit status (0 ok, 1 some failed)."""
     out = Path(options.out)
     check_output_folder(out)
+    clean_stale_temporaries(out)
     inputs = collect_inputs(options.inputs, options.recursive, exclude=out)
     checkpoint = resolve_model(options.model)
     counter = Counter.from_checkpoint(

@@ -46,6 +46,20 @@ from cellcount.data.transforms import build_augmentation
 log = logging.getLogger(__name__)
 
 
+def _warn_degenerate(records: list[ImageRecord], part: str, crop_size: int) -> None:
+    """Warn when a split part holds no cells, or its images are smaller than the crops."""
+    if not any(record.target.any() for record in records):
+        log.warning("the %s images hold no cells (every mask is empty): scores and "
+                    "thresholds chosen on them mean nothing; check the masks and "
+                    "data.layout", part)  # fmt: skip
+    small = [r for r in records if min(r.target.shape) < crop_size]
+    if small:
+        height, width = small[0].target.shape
+        log.warning("data.crop_size=%d is larger than %d %s image(s) (e.g. %s, %dx%d): they "
+                    "are padded; a crop size up to their size trains on more real pixels",
+                    crop_size, len(small), part, small[0].name, width, height)  # fmt: skip
+
+
 def cache_folder(options: DataOptions) -> Path:
     """``options.cache_dir``; when unset, ``<root>/.cellcount_cache`` if that can be
     written, else a folder under the system's temporary directory (with a warning)."""
@@ -160,6 +174,7 @@ class CellDataModule(pl.LightningDataModule):
         records = [build_record(s, *self.load(s), self.targets, self.cache_dir, hp.weight_maps)
                    for s in chosen]  # fmt: skip
         self.records[part] = records
+        _warn_degenerate(records, part, hp.crop_size)
         padded = [pad_record(r, hp.crop_size) for r in records]
         self.datasets[part] = self._crop_dataset(padded, train=part == "train")
 

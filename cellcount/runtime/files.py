@@ -50,6 +50,29 @@ def atomic_path(path: Path | str) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
+# Temporaries older than this are left over from a killed run (a write takes seconds).
+STALE_SECONDS = 300.0
+
+
+def clean_stale_temporaries(folder: Path | str, older_than: float = STALE_SECONDS) -> int:
+    """Remove :func:`atomic_path` temporaries (``.<name>.<random>.tmp<suffix>``) under
+    ``folder`` older than ``older_than`` seconds, left by a run killed mid-write;
+    return how many were removed."""
+    import time
+
+    folder, removed, now = Path(folder), 0, time.time()
+    if not folder.is_dir():
+        return 0
+    for path in folder.rglob(".*.tmp*"):
+        try:
+            if path.is_file() and now - path.stat().st_mtime > older_than:
+                path.unlink()
+                removed += 1
+        except OSError:
+            continue
+    return removed
+
+
 def atomic_write_text(path: Path | str, text: str) -> None:
     """Write ``text`` to ``path`` atomically."""
     with atomic_path(path) as tmp:

@@ -86,6 +86,8 @@ def main(cfg: DictConfig) -> float:
         with torch.inference_mode():
             metrics = evaluate(cfg)
     except Exception as err:
+        record = {"status": "failed", "error": f"{type(err).__name__}: {err}"}
+        atomic_write_text(Path(cfg.paths.run_dir) / "results.json", json.dumps(record, indent=1))
         exit_on_fixable(err, "evaluate")
         raise
     print(table_row(metrics))

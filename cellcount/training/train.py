@@ -28,6 +28,7 @@ from omegaconf import DictConfig
 
 from cellcount.runtime.allocator import tune_allocator
 from cellcount.runtime.errors import exit_on_fixable
+from cellcount.runtime.files import clean_stale_temporaries
 from cellcount.runtime.provenance import write_run_info
 from cellcount.runtime.results import read_results, write_results
 from cellcount.training.resolvers import register_resolvers
@@ -47,6 +48,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if cfg.skip_finished and previous.get("status") == "finished":
         log.info("%s already finished; skipping (skip_finished=false to redo it)", run_dir)
         return previous
+    clean_stale_temporaries(run_dir)
     pl.seed_everything(cfg.seed, workers=True)
     tune_allocator()  # reuse freed activation buffers: faster CPU steps, same results
     info = write_run_info(run_dir, cfg.seed)
@@ -79,12 +81,12 @@ def main(cfg: DictConfig) -> float | None:
     try:
         results = train(cfg)
     except Exception as err:
+        error = f"{type(err).__name__}: {err}"
+        write_results(cfg.paths.run_dir, run_record(cfg, "failed", error=error))
         if not _in_multirun():
             exit_on_fixable(err, "train")
             raise
         log.exception("job %s failed", cfg.paths.run_dir)
-        error = f"{type(err).__name__}: {err}"
-        write_results(cfg.paths.run_dir, run_record(cfg, "failed", error=error))
         return None
     print_summary(results)
     return results.get("val_loss")

@@ -75,9 +75,13 @@ def test_foreign_pickles_are_refused(tiny_run: Path, tmp_path: Path,
     with pytest.raises(ValueError, match=r"refusing to load .*tampered\.ckpt"):
         load_module(tmp_path / "tampered.ckpt")
     assert not (tmp_path / "pwned.txt").exists()
-    (tmp_path / "junk.ckpt").write_bytes(b"not a checkpoint")
-    with pytest.raises(ValueError, match=r"junk\.ckpt"):
-        load_module(tmp_path / "junk.ckpt")
+    # Random, text and truncated files are corrupt, not dangerous.
+    whole = (tiny_run / "checkpoints" / "best.ckpt").read_bytes()
+    for name, content in [("junk", b"not a checkpoint"), ("random", os.urandom(4096)),
+                          ("truncated", whole[: len(whole) // 2])]:  # fmt: skip
+        (tmp_path / f"{name}.ckpt").write_bytes(content)
+        with pytest.raises(ValueError, match=rf"{name}\.ckpt is corrupt or not a PyTorch"):
+            load_module(tmp_path / f"{name}.ckpt")
 
 
 def test_resumed_training_equals_uninterrupted(tmp_path: Path) -> None:

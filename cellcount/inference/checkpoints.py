@@ -41,12 +41,18 @@ def read_checkpoint(path: Path | str) -> dict[str, Any]:
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
+        if "GLOBAL" not in str(err):  # random bytes, not a foreign object
+            raise CheckpointError(
+                f"{path} is corrupt or not a PyTorch file (it does not unpickle); use a "
+                f"checkpoint from `cellcount train` or `cellcount convert`."
+            ) from err
         raise CheckpointError(
             f"refusing to load {path}: it holds objects other than tensors and plain types, "
             f"which could run code when loaded. Use checkpoints written by cellcount "
             f"(train, convert); details: {str(err).splitlines()[-1][:200]}"
         ) from err
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile) as err:
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, KeyError, ValueError,
+            UnicodeDecodeError) as err:  # fmt: skip
         raise CheckpointError(
             f"{path} is corrupt or not a PyTorch file ({type(err).__name__}); "
             f"use a checkpoint from `cellcount train` or `cellcount convert`."

@@ -34,6 +34,8 @@ CELL_COLUMNS = ("id", "centroid_y", "centroid_x", "area", "mean_intensity")
 # one in 6 x 6 balanced tiles of 1496 px. Peak memory of counting at this
 # default: BENCHMARKS.md section 6 (under 4 GB for 8000 x 8000 on CPU).
 DEFAULT_TILE_SIZE = 1600
+# Tiles keep a 96 px margin on each side (the net's receptive field) plus some interior.
+MIN_TILE_SIZE = 256
 AUTO = "auto"
 
 
@@ -115,6 +117,10 @@ class Counter:
         self.model_diameter = float(module.hparams["cell_diameter"])
         self.cell_diameter = _diameter_option(cell_diameter, self.model_diameter)
         self.normalization = module.normalization
+        if tile_size is not None and tile_size < MIN_TILE_SIZE:
+            raise ValueError(f"tile_size must be >= {MIN_TILE_SIZE} px (or None), got {tile_size}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.tile_size = tile_size
         self.batch_size = batch_size
         self.tta = tta

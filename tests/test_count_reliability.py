@@ -166,3 +166,24 @@ def test_an_interrupted_run_keeps_its_finished_rows(
     monkeypatch.setattr(Counter, "count", real_count)
     assert main([str(folder), "--out", str(out), *model]) == 0
     assert len(_rows(out / "counts.csv")) == 3
+
+
+def test_a_mistyped_model_name_lists_the_shipped_ones(
+    setup: tuple[Path, list[str]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder, _ = setup
+    assert main([str(folder), "--model", "pretraind", "--out", str(tmp_path / "o")]) == 2
+    assert "pretraind is neither a checkpoint file nor a shipped model name (pretrained)" in (
+        capsys.readouterr().err
+    )
+
+
+def test_the_api_checks_its_options_too(tiny_run: Path) -> None:
+    from cellcount.inference.checkpoints import load_module
+
+    module = load_module(tiny_run / "checkpoints" / "best.ckpt")
+    for options, message in [({"batch_size": 0}, "batch_size must be >= 1"),
+                             ({"tile_size": 7}, "tile_size must be >= 256"),
+                             ({"threshold": 1.5}, "threshold must be in")]:  # fmt: skip
+        with pytest.raises(ValueError, match=message):
+            Counter(module, **options)  # type: ignore[arg-type]

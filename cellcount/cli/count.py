@@ -44,6 +44,7 @@ from cellcount.counter import (
     AUTO,
     CELL_COLUMNS,
     DEFAULT_TILE_SIZE,
+    MIN_TILE_SIZE,
     Counter,
     CountResult,
     parse_diameter,
@@ -67,8 +68,6 @@ COUNT_COLUMNS = (
     "diameter_source", "model", "checkpoint_sha256", "warning", "error",
 )  # fmt: skip
 RECORDS = ".cellcount/records"
-# Tiles keep a 96 px margin on each side (the net's receptive field) plus some interior.
-MIN_TILE_SIZE = 256
 
 
 # -- inputs --------------------------------------------------------------------------

@@ -16,9 +16,11 @@ from scipy import ndimage as ndi
 from skimage.measure import regionprops_table
 from skimage.transform import resize
 
+from cellcount.data.errors import DataError
 from cellcount.data.io import RawImage, normalize_image, read_normalized, select_channel
+from cellcount.data.microscope import PlaneChoice
 from cellcount.data.normalize import Normalized
-from cellcount.data.sizes import median_diameter, rescale_image, scale_for
+from cellcount.data.sizes import MAX_SCALE, MIN_SCALE, median_diameter, rescale_image, scale_for
 from cellcount.evaluation.postprocess import PostprocessParams, SplitProfile, postprocess
 from cellcount.inference.cell_size import first_guess, needs_refinement
 from cellcount.inference.checkpoints import load_module
@@ -27,7 +29,7 @@ from cellcount.inference.pretrained import resolve_model
 from cellcount.runtime.allocator import tune_allocator
 from cellcount.training.module import CellSegModule
 
-CELL_COLUMNS = ("id", "centroid_y", "centroid_x", "area", "mean_intensity")
+CELL_COLUMNS = ("id", "centroid_y", "centroid_x", "area", "area_um2", "mean_intensity")
 # Tile budget for counting (px; see predict_probabilities): an image of up to
 # 1600 x 1600 px, e.g. a 1600 x 1200 FNC image, is predicted in one forward pass
 # (tiling it would predict ~12 % more pixels for the overlaps); an 8000 x 8000
@@ -53,6 +55,7 @@ class CountResult:
         cell_diameter: the cell diameter (px) the image was counted at: the given
             one, or the estimate of ``--cell-diameter auto``.
         warning: empty, or why the count should not be trusted (e.g. no contrast).
+        pixel_size_um: the image's pixel size in µm when its file records it, else None.
     """
 
     count: int
@@ -62,6 +65,7 @@ class CountResult:
     image: np.ndarray = field(repr=False)
     cell_diameter: float = 0.0
     warning: str = ""
+    pixel_size_um: float | None = None
 
     @property
     def areas(self) -> np.ndarray:
@@ -78,6 +82,9 @@ class Counter:
             (chosen on validation for unbiased counts; else its kneedle threshold).
         split: how finely touching cells are split; None uses the profile chosen
             with the counting threshold (the paper's when the model has none).
+        plane: scene, time point, z-plane or projection of microscope files.
+        cell_diameter_um: typical cell diameter in µm, converted per image with the
+            pixel size its file records (instead of ``cell_diameter``).
         tile_size: tile budget (px): images of up to ``tile_size ** 2`` px are predicted
             whole, larger ones in tiles of side <= ``tile_size``.
         batch_size: tiles per forward pass.
@@ -108,9 +115,15 @@ class Counter:
         cell_diameter: float | str | None = AUTO,
         precision: str = "auto",
         split: SplitProfile | None = None,
+        plane: PlaneChoice | None = None,
+        cell_diameter_um: float | None = None,
     ) -> None:
         self.module = module.eval()
         self.split = module.count_split if split is None else split
+        self.plane = plane
+        if cell_diameter_um is not None and not 0 < cell_diameter_um < float("inf"):
+            raise ValueError(f"cell_diameter_um must be a positive number, got {cell_diameter_um}")
+        self.cell_diameter_um = cell_diameter_um
         self.threshold = module.count_threshold if threshold is None else float(threshold)
         if not 0 < self.threshold < 1:
             raise ValueError(f"threshold must be in (0, 1), got {self.threshold}")
@@ -160,33 +173,61 @@ class Counter:
         total /= len(flips)
         return total
 
-    def normalize(self, image: np.ndarray | Path | str, channel: int | None = None) -> Normalized:
+    def normalize(
+        self, image: np.ndarray | Path | str, channel: int | str | None = None
+    ) -> Normalized:
         """An image file or raw array, normalised as the model was trained (with its warning)."""
         if isinstance(image, np.ndarray):
             raw = RawImage(image)
             if channel is not None:
-                raw = RawImage(select_channel(image, channel, "<array>"))
+                raw = RawImage(select_channel(image, int(channel), "<array>"))
             return normalize_image(raw, "<array>", self.normalization)
-        return read_normalized(image, channel, self.normalization)
+        return read_normalized(image, channel, self.normalization, self.plane)
 
-    def count(self, image: np.ndarray | Path | str, channel: int | None = None) -> CountResult:
-        """Count the cells of an image file or array (any dtype; grey, RGB or RGBA).
+    def count(
+        self, image: np.ndarray | Path | str, channel: int | str | None = None
+    ) -> CountResult:
+        """Count the cells of an image file or array (any dtype; grey, RGB or RGBA; a
+        microscope file's plane, see ``plane``).
 
         An image without usable contrast gets count 0 and a warning, not invented cells.
+
+        Raises:
+            DataError: ``cell_diameter_um`` is set but the file records no pixel size.
         """
         normalized = self.normalize(image, channel)
+        size = normalized.pixel_size_um
         if not normalized.countable:
             empty = np.zeros(normalized.image.shape[:2], np.int32)
             return CountResult(0, empty, [], self.threshold, normalized.image, 0.0,
-                               normalized.warning)  # fmt: skip
-        diameter, labels = self.segment(normalized.image)
+                               normalized.warning, size)  # fmt: skip
+        diameter, labels = self.segment(normalized.image, self._diameter_px(image, size))
         return CountResult(
             count=int(labels.max(initial=0)), labels=labels,
-            cells=cell_table(labels, normalized.image), threshold=self.threshold,
+            cells=cell_table(labels, normalized.image, size), threshold=self.threshold,
             image=normalized.image, cell_diameter=diameter, warning=normalized.warning,
+            pixel_size_um=size,
         )  # fmt: skip
 
-    def segment(self, image: np.ndarray) -> tuple[float, np.ndarray]:
+    def _diameter_px(self, image: object, pixel_size_um: float | None) -> float | None:
+        """``cell_diameter_um`` in px for an image of this pixel size (None when not set)."""
+        if self.cell_diameter_um is None:
+            return None
+        if not pixel_size_um:
+            where = image if isinstance(image, Path | str) else "the image"
+            raise DataError(f"{where} records no pixel size, so a diameter in µm cannot be "
+                            f"converted; give --cell-diameter in px instead")  # fmt: skip
+        diameter = self.cell_diameter_um / pixel_size_um
+        low, high = self.model_diameter / MAX_SCALE, self.model_diameter / MIN_SCALE
+        if not low <= diameter <= high:
+            raise DataError(f"{self.cell_diameter_um:g} µm is {diameter:.1f} px in {image} "
+                            f"({pixel_size_um:g} µm/px), outside what this model counts "
+                            f"({low:g} to {high:g} px)")  # fmt: skip
+        return diameter
+
+    def segment(
+        self, image: np.ndarray, cell_diameter: float | None = None
+    ) -> tuple[float, np.ndarray]:
         """The cell diameter used and the int32 (H, W) labels of a normalised image.
 
         With ``auto``: count at the first guess; if the model finds nothing there,
@@ -194,8 +235,8 @@ class Counter:
         size counted at by more than the tolerance, once more at their size
         (docs/method.md#cell-size).
         """
-        if self.cell_diameter != AUTO:
-            diameter = float(self.cell_diameter)
+        if cell_diameter is not None or self.cell_diameter != AUTO:
+            diameter = float(cell_diameter or self.cell_diameter)
             return diameter, self.labels(image, diameter)
         guess = first_guess(image) or self.model_diameter
         for diameter in (guess, guess / 2, guess * 2):
@@ -237,18 +278,25 @@ def _diameter_option(value: float | str | None, model_diameter: float) -> float 
     return parse_diameter(model_diameter if value is None else value)
 
 
-def cell_table(labels: np.ndarray, image: np.ndarray) -> list[dict[str, float]]:
-    """Per-cell measurements: id, centroid (px), area (px), mean grey intensity in [0, 1].
+def cell_table(
+    labels: np.ndarray, image: np.ndarray, pixel_size_um: float | None = None
+) -> list[dict[str, float]]:
+    """Per-cell measurements: id, centroid (px), area (px, and µm² when the pixel size
+    is known, else NaN), mean grey intensity in [0, 1].
 
     Args:
         labels: int (H, W) cells, 0 = background.
         image: float (H, W, 3) RGB in [0, 1]; a pixel's grey is its channel mean.
+        pixel_size_um: side of a pixel in µm, if known.
     """
     if labels.max(initial=0) == 0:
         return []
     props = regionprops_table(labels, properties=("label", "centroid", "area"))
     columns = [props[key] for key in ("label", "centroid-0", "centroid-1", "area")]
-    rows = zip(*columns, _grey_means(labels, image, props["label"]), strict=True)
+    area_um2 = (
+        props["area"] * pixel_size_um**2 if pixel_size_um else np.full(len(columns[0]), np.nan)
+    )
+    rows = zip(*columns, area_um2, _grey_means(labels, image, props["label"]), strict=True)
     return [dict(zip(CELL_COLUMNS, map(float, row), strict=True)) for row in rows]
 
 

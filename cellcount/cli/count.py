@@ -50,6 +50,8 @@ from cellcount.counter import (
     parse_diameter,
 )
 from cellcount.data.io import IMAGE_SUFFIXES, DataError
+from cellcount.data.microscope import PROJECTIONS, PlaneChoice, is_microscope_file
+from cellcount.data.microscope import SUFFIXES as MICROSCOPE_SUFFIXES
 from cellcount.data.sizes import MAX_SCALE, MIN_SCALE
 from cellcount.evaluation.overlays import render_overlay, save_png
 from cellcount.evaluation.truth_points import SCORE_COLUMNS, score_labels, summary
@@ -60,12 +62,13 @@ from cellcount.runtime.files import (
     atomic_write_text,
     clean_stale_temporaries,
     file_sha256,
+    path_sha256,
     write_csv,
 )
 
 COUNT_COLUMNS = (
     "file", "name", "count", "mean_cell_area", "median_cell_area", "threshold", "cell_diameter",
-    "diameter_source", "model", "checkpoint_sha256", "warning", "error",
+    "diameter_source", "pixel_size_um", "model", "checkpoint_sha256", "warning", "error",
 )  # fmt: skip
 RECORDS = ".cellcount/records"
 
@@ -97,13 +100,13 @@ def collect_inputs(
 
 def _expand(item: str, recursive: bool) -> list[tuple[Path, str]]:
     path = Path(item)
-    if path.is_dir():
+    if path.is_dir() and not is_microscope_file(path):
         files = sorted(p for p in path.glob("**/*" if recursive else "*") if _is_image(p))
-        return [(p, "__".join(p.relative_to(path).with_suffix("").parts)) for p in files]
-    if path.is_file():
-        return [(path, path.stem)]
+        return [(p, "__".join([*p.relative_to(path).parent.parts, _stem(p)])) for p in files]
+    if path.is_file() or is_microscope_file(path):
+        return [(path, _stem(path))]
     matches = sorted(Path(p) for p in glob.glob(item, recursive=recursive))
-    return [(p, p.stem) for p in matches if _is_image(p)]
+    return [(p, _stem(p)) for p in matches if _is_image(p)]
 
 
 def _inside(path: Path, folder: Path | None) -> bool:
@@ -111,9 +114,20 @@ def _inside(path: Path, folder: Path | None) -> bool:
 
 
 def _is_image(path: Path) -> bool:
-    return (
-        path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
-    )
+    if path.name.startswith(".") or any(part.endswith(".zarr") for part in path.parent.parts):
+        return False
+    if is_microscope_file(path):
+        return path.exists()
+    return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES
+
+
+def _stem(path: Path) -> str:
+    """The name of an image: its file name without (OME) suffixes."""
+    name = path.name
+    for suffix in (*MICROSCOPE_SUFFIXES, *IMAGE_SUFFIXES):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return path.stem
 
 
 def _unique_names(pairs: list[tuple[Path, str]]) -> list[tuple[Path, str]]:
@@ -182,6 +196,7 @@ def count_row(path: Path, name: str, result: CountResult, model: dict[str, Any])
         "median_cell_area": round(float(np.median(areas)), 2) if areas.size else 0.0,
         "threshold": round(result.threshold, 6), **model,
         "cell_diameter": round(result.cell_diameter, 2), "warning": result.warning, "error": "",
+        "pixel_size_um": "" if result.pixel_size_um is None else result.pixel_size_um,
     }  # fmt: skip
 
 
@@ -193,7 +208,9 @@ def run_key(options: argparse.Namespace, checkpoint_sha256: str) -> dict[str, An
         "channel": options.channel, "tta": options.tta, "cell_diameter": options.cell_diameter,
         "precision": options.precision, "per_cell": options.per_cell,
         "rois": options.rois, "no_labels": options.no_labels, "no_overlays": options.no_overlays,
-        "truth": options.truth, "marker_type": options.marker_type,
+        "truth": options.truth, "marker_type": options.marker_type, "scene": options.scene,
+        "time": options.time, "z": options.z, "z_project": options.z_project,
+        "cell_diameter_um": options.cell_diameter_um,
         "match_radius": options.match_radius,
     }  # fmt: skip
 
@@ -289,11 +306,13 @@ def count_all(options: argparse.Namespace) -> int:
     counter = Counter.from_checkpoint(
         checkpoint, options.device, threshold=options.threshold, tile_size=options.tile_size,
         batch_size=options.batch_size, tta=options.tta, cell_diameter=options.cell_diameter,
-        precision=options.precision,
+        precision=options.precision, cell_diameter_um=options.cell_diameter_um,
+        plane=PlaneChoice(options.scene, options.time, options.z, options.z_project),
     )  # fmt: skip
     check_diameter(counter)
     digest = file_sha256(checkpoint)
     source = "auto" if counter.cell_diameter == AUTO else "given"
+    source = "given_um" if options.cell_diameter_um else source
     model = {"diameter_source": source, "model": str(counter.module.hparams["arch"]),
              "checkpoint_sha256": digest}  # fmt: skip
     key = run_key(options, digest)
@@ -322,7 +341,7 @@ def _count_or_reuse(
     """The row of one image: reused from its record when nothing changed, else counted."""
     record = out / RECORDS / f"{name}.json"
     try:
-        key = {**run, "file": str(path), "file_sha256": file_sha256(path)}
+        key = {**run, "file": str(path), "file_sha256": path_sha256(path)}
     except OSError as err:
         return _error_row(path, name, model, options, DataError(f"cannot read {path}: {err}"))
     files = list(output_files(name, out, options).values())
@@ -407,8 +426,18 @@ def build_parser() -> argparse.ArgumentParser:
                              "model's cell size")  # fmt: skip
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--recursive", action="store_true", help="search folders recursively")
-    parser.add_argument("--channel", type=int, default=None,
-                        help="channel holding the cells, for multi-channel images")  # fmt: skip
+    parser.add_argument("--channel", default=None,
+                        help="channel holding the cells, for multi-channel images: its index, "
+                             "or its name in a microscope file (e.g. DAPI)")  # fmt: skip
+    parser.add_argument("--scene", default=None, help="scene of a microscope file (index or "
+                        "name; default the first)")  # fmt: skip
+    parser.add_argument("--time", type=at_least(0), default=0, help="time point (default 0)")
+    parser.add_argument("--z", type=at_least(0), default=None, help="z-plane of a z-stack")
+    parser.add_argument("--z-project", choices=PROJECTIONS, default=None,
+                        help="project a z-stack instead of choosing a plane")  # fmt: skip
+    parser.add_argument("--cell-diameter-um", type=positive_float, default=None, metavar="UM",
+                        help="typical cell diameter in µm, converted to px per image with the "
+                             "pixel size the file records")  # fmt: skip
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
     parser.add_argument("--batch-size", type=at_least(1), default=1,
                         help="tiles per forward pass (>= 1)")  # fmt: skip
@@ -485,6 +514,10 @@ def positive_float(text: str) -> float:
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point; returns the exit status."""
     options = build_parser().parse_args(argv)
+    if options.cell_diameter_um is not None and options.cell_diameter != AUTO:
+        print("cellcount count: error: give --cell-diameter (px) or --cell-diameter-um, not both",
+              file=sys.stderr)  # fmt: skip
+        return 2
     try:
         return count_all(options)
     except (DataError, ValueError, FileNotFoundError) as err:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import csv
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +25,7 @@ from PIL import Image, UnidentifiedImageError
 from scipy import ndimage as ndi
 
 from cellcount.data.errors import DataError
+from cellcount.data.microscope import PlaneChoice, is_microscope_file, read_plane
 from cellcount.data.normalize import (
     DEFAULT_NORMALIZATION,
     Normalization,
@@ -189,23 +190,42 @@ def read_image(
 
 
 def read_normalized(
-    path: Path | str, channel: int | None = None,
-    normalization: Normalization = DEFAULT_NORMALIZATION,
+    path: Path | str, channel: int | str | None = None,
+    normalization: Normalization = DEFAULT_NORMALIZATION, plane: PlaneChoice | None = None,
 ) -> Normalized:  # fmt: skip
     """Read and normalise an image file, with the warning of :func:`normalize_intensity`.
 
     Args:
-        path: PNG, TIFF (also multi-page / multi-channel) or JPEG file.
+        path: PNG, TIFF (also multi-page / multi-channel) or JPEG file, or a
+            microscope file read through bioio (:mod:`cellcount.data.microscope`).
         channel: for multi-channel images, the channel that holds the cells; it
             becomes a grey image. Needed when the channels are not RGB (e.g. a
-            (C, H, W) stack or a 4-channel fluorescence TIFF).
+            (C, H, W) stack or a 4-channel fluorescence TIFF). Microscope files
+            also take a channel name.
         normalization: how raw values map to [0, 1] (the model's own at count time).
+        plane: scene, time point and z-plane of a microscope file.
     """
     path = Path(path)
+    if is_microscope_file(path):
+        choice = plane or PlaneChoice()
+        if channel is not None:
+            choice = replace(choice, channel=channel)
+        found = read_plane(path, choice)
+        result = normalize_image(RawImage(found.data), path, normalization)
+        return replace(result, pixel_size_um=found.pixel_size_um)
+    if isinstance(channel, str):
+        channel = _channel_number(channel, path)
     raw = read_raw(path)
     if channel is not None or _is_stack(raw.array):
         raw = RawImage(select_channel(raw.array, channel, path))
     return normalize_image(raw, path, normalization)
+
+
+def _channel_number(channel: str, path: Path) -> int:
+    if not channel.isdigit():
+        raise DataError(f"{path}: channel names ({channel!r}) need a microscope file with "
+                        f"channel metadata; give the channel's index instead")  # fmt: skip
+    return int(channel)
 
 
 def _is_stack(array: np.ndarray) -> bool:

@@ -90,11 +90,13 @@ class Normalized:
         warning: empty, or why the image cannot be trusted. With ``countable``
             False the image has no usable contrast and must not be counted.
         countable: False for constant or mostly saturated images.
+        pixel_size_um: the file's physical pixel size in µm, when its metadata say.
     """
 
     image: np.ndarray
     warning: str = ""
     countable: bool = True
+    pixel_size_um: float | None = None
 
 
 def normalize_intensity(

@@ -105,6 +105,19 @@ def file_sha256(path: Path | str, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+def path_sha256(path: Path | str) -> str:
+    """:func:`file_sha256` of a file; of a folder (an OME-Zarr store), the SHA-256 of
+    every file's relative path, size and modification time (its chunks can be many GB)."""
+    path = Path(path)
+    if not path.is_dir():
+        return file_sha256(path)
+    digest = hashlib.sha256()
+    for item in sorted(p for p in path.rglob("*") if p.is_file()):
+        stat = item.stat()
+        digest.update(f"{item.relative_to(path)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
 def array_sha256(*arrays: np.ndarray, extra: str = "") -> str:
     """Hex SHA-256 of arrays' shapes, dtypes and bytes, plus an ``extra`` string."""
     digest = hashlib.sha256(extra.encode())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,6 +14,8 @@ from omegaconf import DictConfig
 from cellcount.training.resolvers import register_resolvers
 
 register_resolvers()
+# Qt widgets (the napari plugin) are tested headless.
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 

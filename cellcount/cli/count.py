@@ -426,18 +426,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "model's cell size")  # fmt: skip
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--recursive", action="store_true", help="search folders recursively")
-    parser.add_argument("--channel", default=None,
-                        help="channel holding the cells, for multi-channel images: its index, "
-                             "or its name in a microscope file (e.g. DAPI)")  # fmt: skip
-    parser.add_argument("--scene", default=None, help="scene of a microscope file (index or "
-                        "name; default the first)")  # fmt: skip
-    parser.add_argument("--time", type=at_least(0), default=0, help="time point (default 0)")
-    parser.add_argument("--z", type=at_least(0), default=None, help="z-plane of a z-stack")
-    parser.add_argument("--z-project", choices=PROJECTIONS, default=None,
-                        help="project a z-stack instead of choosing a plane")  # fmt: skip
-    parser.add_argument("--cell-diameter-um", type=positive_float, default=None, metavar="UM",
-                        help="typical cell diameter in µm, converted to px per image with the "
-                             "pixel size the file records")  # fmt: skip
+    _add_plane_options(parser)
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
     parser.add_argument("--batch-size", type=at_least(1), default=1,
                         help="tiles per forward pass (>= 1)")  # fmt: skip
@@ -458,6 +447,28 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-labels", action="store_true", help="skip label TIFFs")
     parser.add_argument("--no-overlays", action="store_true", help="skip overlay PNGs")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+    _add_truth_options(parser)
+    return parser
+
+
+def _add_plane_options(parser: argparse.ArgumentParser) -> None:
+    """Channels, planes of microscope files, and micrometres."""
+    parser.add_argument("--channel", default=None,
+                        help="channel holding the cells, for multi-channel images: its index, "
+                             "or its name in a microscope file (e.g. DAPI)")  # fmt: skip
+    parser.add_argument("--scene", default=None, help="scene of a microscope file (index or "
+                        "name; default the first)")  # fmt: skip
+    parser.add_argument("--time", type=at_least(0), default=0, help="time point (default 0)")
+    parser.add_argument("--z", type=at_least(0), default=None, help="z-plane of a z-stack")
+    parser.add_argument("--z-project", choices=PROJECTIONS, default=None,
+                        help="project a z-stack instead of choosing a plane")  # fmt: skip
+    parser.add_argument("--cell-diameter-um", type=positive_float, default=None, metavar="UM",
+                        help="typical cell diameter in µm, converted to px per image with the "
+                             "pixel size the file records")  # fmt: skip
+
+
+def _add_truth_options(parser: argparse.ArgumentParser) -> None:
+    """Scoring against a folder of annotations."""
     parser.add_argument("--truth", metavar="DIR", type=truth_folder, default=None,
                         help="score the counts against annotations in DIR: per image "
                              "<name>.csv (X, Y columns), CellCounter_<name>.xml, <name>.zip "
@@ -475,7 +486,6 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PX",
         help="matching radius in px (default: 1.25 cell diameters)",
     )
-    return parser
 
 
 def at_least(minimum: int) -> Callable[[str], int]:

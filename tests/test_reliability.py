@@ -75,6 +75,18 @@ def test_foreign_pickles_are_refused(tiny_run: Path, tmp_path: Path,
     with pytest.raises(ValueError, match=r"refusing to load .*tampered\.ckpt"):
         load_module(tmp_path / "tampered.ckpt")
     assert not (tmp_path / "pwned.txt").exists()
+    # Every entry point that reads a checkpoint goes through the same loader.
+    from cellcount.cli.count import main as count_main
+    from cellcount.cli.export import main as export_main
+
+    assert export_main(["--ckpt", str(tmp_path / "tampered.ckpt"), "--format", "onnx"]) == 1
+    from cellcount import samples
+
+    image = str(samples.images("dsb2018")[0])
+    assert count_main([image, "--model", str(tmp_path / "tampered.ckpt"), "--out",
+                       str(tmp_path / "o"), "--quiet"]) == 2  # fmt: skip
+    assert not (tmp_path / "o" / "counts.csv").exists()
+    assert not (tmp_path / "pwned.txt").exists()
     # Random, text and truncated files are corrupt, not dangerous.
     whole = (tiny_run / "checkpoints" / "best.ckpt").read_bytes()
     for name, content in [("junk", b"not a checkpoint"), ("random", os.urandom(4096)),

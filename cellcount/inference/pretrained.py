@@ -44,7 +44,25 @@ def resolve_model(name_or_path: str | Path) -> Path:
     if isinstance(name_or_path, str) and name_or_path in PRETRAINED:
         return pretrained_path(name_or_path)
     path = Path(name_or_path)
+    if path.suffix.lower() == ".zip" and path.is_file():  # a bioimage.io package
+        return _package_checkpoint(path)
     if not path.exists() and not path.suffix and path.parent == Path("."):  # a mistyped name
         raise FileNotFoundError(f"{name_or_path} is neither a checkpoint file nor a shipped "
                                 f"model name ({', '.join(PRETRAINED)})")  # fmt: skip
     return path
+
+
+def _package_checkpoint(package: Path) -> Path:
+    """The cellcount checkpoint attached to a bioimage.io package, extracted once into a
+    cache folder named by the package's hash."""
+    import tempfile
+
+    from cellcount.inference.bioimageio import checkpoint_from_package
+    from cellcount.runtime.files import file_sha256
+
+    folder = Path(tempfile.gettempdir()) / "cellcount_packages" / file_sha256(package)[:16]
+    target = folder / f"{package.stem}.ckpt"
+    if not target.is_file():
+        folder.mkdir(parents=True, exist_ok=True)
+        checkpoint_from_package(package, folder)
+    return target

@@ -35,7 +35,7 @@ def test_the_package_validates_and_passes_the_model_test(package: Path) -> None:
     assert config["normalization"]["method"] == "percentile" and 0 < config["count_threshold"] < 1
     preprocessing = [step.id for step in description.inputs[0].preprocessing]
     assert "scale_range" in preprocessing and "clip" in preprocessing
-    assert [step.id for step in description.outputs[0].postprocessing][0] == "sigmoid"
+    assert description.outputs[0].postprocessing[0].id == "sigmoid"
     assert test_package(package)[0] == "passed"
     names = zipfile.ZipFile(package).namelist()
     assert {"rdf.yaml", "README.md", "cover.png", "cellcount.ckpt"} <= set(names)

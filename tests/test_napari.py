@@ -50,6 +50,23 @@ def test_the_widget_counts_the_selected_layer_in_a_worker(qtbot: Any, tmp_path: 
     assert (tmp_path / "widget.png").stat().st_size > 0
 
 
+def test_the_widget_counts_a_folder_like_the_cli(qtbot: Any, tmp_path: Path) -> None:
+    import csv
+
+    from cellcount.napari_plugin import CountWidget
+
+    widget = CountWidget(ViewerModel())
+    qtbot.addWidget(widget)
+    folder = samples.path("dsb2018") / "images"
+    worker = widget.start_folder(folder, tmp_path / "counts")
+    with qtbot.waitSignal(worker.finished, timeout=300_000):
+        pass
+    with (tmp_path / "counts" / "counts.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 12 and all(int(r["count"]) > 0 and not r["error"] for r in rows)
+    assert "counted" in widget.status.text()
+
+
 def test_the_reader_opens_label_images_only(tmp_path: Path) -> None:
     from cellcount.cli.count import write_labels
     from cellcount.napari_plugin import get_reader

@@ -296,8 +296,11 @@ def check_diameter(counter: Counter) -> None:
                         f"{MAX_SCALE:g}x up and {1 / MIN_SCALE:g}x down)")  # fmt: skip
 
 
-def count_all(options: argparse.Namespace) -> int:
-    """Count every input image; return the process exit status (0 ok, 1 some failed)."""
+def count_all(options: argparse.Namespace, bar: Callable[..., Any] = tqdm) -> int:
+    """Count every input image; return the process exit status (0 ok, 1 some failed).
+
+    ``bar`` wraps the images in a progress bar (tqdm's interface; napari passes its own).
+    """
     out = Path(options.out)
     check_output_folder(out)
     clean_stale_temporaries(out)
@@ -318,7 +321,7 @@ def count_all(options: argparse.Namespace) -> int:
     key = run_key(options, digest)
     table = CountsTable(out / "counts.csv", _columns(options), {name for _, name in inputs})
     try:
-        for path, name in tqdm(inputs, desc="counting", unit="image", disable=options.quiet):
+        for path, name in bar(inputs, desc="counting", unit="image", disable=options.quiet):
             table.add(_count_or_reuse(counter, path, name, out, options, model, key))
     finally:  # also on Ctrl-C: every finished row is kept
         table.close()

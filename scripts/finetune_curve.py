@@ -98,8 +98,9 @@ def run_set(name: str, pool: list, test: list, args: argparse.Namespace) -> list
         train = write_clicks(pool[:count], work / f"train_{count}")
         for minutes in args.minutes:
             out = work / f"tuned_{count}_{minutes:g}.ckpt"
-            finetune(FinetuneOptions(train, work / f"train_{count}" / "points", out,
-                                     minutes=minutes, progress=False))  # fmt: skip
+            if not out.is_file():  # a finished run is reused: an interrupted curve resumes
+                finetune(FinetuneOptions(train, work / f"train_{count}" / "points", out,
+                                         minutes=minutes, progress=False))  # fmt: skip
             tuned = Counter.from_checkpoint(out, "cpu")
             rows.append({**row, "images": count, "minutes": minutes, "model": "fine-tuned",
                          **score(tuned, test_items, work / "test" / "points")})  # fmt: skip
@@ -136,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         if name in args.sets:
             rows += run_set(name, pool, test, args)
     OUT.mkdir(parents=True, exist_ok=True)
-    write_csv(OUT / "finetune.csv", rows, COLUMNS)
+    write_csv(OUT / "finetune.csv", [{k: r[k] for k in COLUMNS} for r in rows], COLUMNS)
     command = "python -m scripts.finetune_curve " + " ".join(argv or sys.argv[1:])
     atomic_write_text(OUT / "finetune.md", markdown(rows, command))
     print(markdown(rows, command))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,18 @@ from cellcount.counter import Counter
 def _rows(path: Path) -> dict[str, dict[str, str]]:
     with path.open() as handle:
         return {row["name"]: row for row in csv.DictReader(handle)}
+
+
+def _failing_on(name: str, error: BaseException) -> Callable[..., object]:
+    """``Counter.count`` that raises ``error`` for the file called ``name``."""
+    real_count = Counter.count
+
+    def count(self: Counter, image: object, channel: int | None = None) -> object:
+        if Path(str(image)).name == name:
+            raise error
+        return real_count(self, image, channel)  # type: ignore[arg-type]
+
+    return count
 
 
 @pytest.fixture
@@ -118,14 +131,8 @@ def test_one_failing_image_never_sinks_the_run(
 ) -> None:
     folder, model = setup
     files = sorted(folder.iterdir())
-    real_count = Counter.count
-
-    def flaky(self: Counter, image: object, channel: int | None = None) -> object:
-        if Path(str(image)).name == files[1].name:
-            raise RuntimeError("CPU out of memory (tried to allocate 9 GB)")
-        return real_count(self, image, channel)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(Counter, "count", flaky)
+    error = RuntimeError("CPU out of memory (tried to allocate 9 GB)")
+    monkeypatch.setattr(Counter, "count", _failing_on(files[1].name, error))
     out = tmp_path / "out"
     assert main([str(folder), "--out", str(out), *model]) == 1
     rows = _rows(out / "counts.csv")
@@ -152,13 +159,7 @@ def test_an_interrupted_run_keeps_its_finished_rows(
     folder, model = setup
     files = sorted(folder.iterdir())
     real_count = Counter.count
-
-    def interrupted(self: Counter, image: object, channel: int | None = None) -> object:
-        if Path(str(image)).name == files[2].name:
-            raise KeyboardInterrupt
-        return real_count(self, image, channel)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(Counter, "count", interrupted)
+    monkeypatch.setattr(Counter, "count", _failing_on(files[2].name, KeyboardInterrupt()))
     out = tmp_path / "out"
     with pytest.raises(KeyboardInterrupt):
         main([str(folder), "--out", str(out), *model])

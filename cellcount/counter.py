@@ -209,6 +209,12 @@ class Counter:
             pixel_size_um=size,
         )  # fmt: skip
 
+    @property
+    def diameter_range(self) -> tuple[float, float]:
+        """The cell diameters (px) this model can count: its own rescaled at most
+        ``MAX_SCALE`` times up and ``1 / MIN_SCALE`` times down."""
+        return self.model_diameter / MAX_SCALE, self.model_diameter / MIN_SCALE
+
     def _diameter_px(self, image: object, pixel_size_um: float | None) -> float | None:
         """``cell_diameter_um`` in px for an image of this pixel size (None when not set)."""
         if self.cell_diameter_um is None:
@@ -218,7 +224,7 @@ class Counter:
             raise DataError(f"{where} records no pixel size, so a diameter in µm cannot be "
                             f"converted; give --cell-diameter in px instead")  # fmt: skip
         diameter = self.cell_diameter_um / pixel_size_um
-        low, high = self.model_diameter / MAX_SCALE, self.model_diameter / MIN_SCALE
+        low, high = self.diameter_range
         if not low <= diameter <= high:
             raise DataError(f"{self.cell_diameter_um:g} µm is {diameter:.1f} px in {image} "
                             f"({pixel_size_um:g} µm/px), outside what this model counts "

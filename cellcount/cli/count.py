@@ -281,14 +281,14 @@ def check_output_folder(out: Path) -> None:
 
 
 def check_diameter(counter: Counter) -> None:
-    """A given diameter must be one the model can be rescaled to (``MIN_SCALE``..``MAX_SCALE``).
+    """A given diameter must be one the model can be rescaled to (``Counter.diameter_range``).
 
     Raises:
         DataError: naming the option and the valid range.
     """
     if counter.cell_diameter == AUTO:
         return
-    low, high = counter.model_diameter / MAX_SCALE, counter.model_diameter / MIN_SCALE
+    low, high = counter.diameter_range
     if not low <= float(counter.cell_diameter) <= high:
         raise DataError(f"--cell-diameter {counter.cell_diameter:g} is outside what this model "
                         f"counts: {low:g} to {high:g} px (its cells are "

@@ -133,7 +133,7 @@ def finetune(options: FinetuneOptions) -> dict[str, Any]:
     tuned = load_module(results["best_checkpoint"], "cpu")
     save_checkpoint(tuned, options.out)
     held_out = Split.load(work / "run" / "split.json").val
-    scores = before_after(options, work / "data", held_out, tuned)
+    scores = before_after(options, work / "data", held_out, base, tuned)
     card = {
         "base": options.base, "images": count, "held_out_images": held_out,
         "minutes": options.minutes, "epochs": results.get("epochs"),
@@ -147,7 +147,7 @@ def finetune(options: FinetuneOptions) -> dict[str, Any]:
 
 
 def before_after(
-    options: FinetuneOptions, data: Path, names: list[str], tuned: Any
+    options: FinetuneOptions, data: Path, names: list[str], base: Any, tuned: Any
 ) -> dict[str, dict[str, float]]:
     """Scores of the base and the fine-tuned model on the held-out images, against the
     points (sizes estimated per image, as ``cellcount count`` runs); writes an overlay
@@ -156,7 +156,7 @@ def before_after(
     from cellcount.evaluation.overlays import render_overlay, save_png
     from cellcount.evaluation.truth_points import score_labels, summary
 
-    models = {"before": Counter.from_checkpoint(options.base, "cpu"), "after": Counter(tuned)}
+    models = {"before": Counter(base), "after": Counter(tuned)}
     images = {path.stem: path for path in sorted((data / "images").iterdir())}
     scores = {}
     for label, counter in models.items():

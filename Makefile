@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 install:  ## create .venv and install cellcount (editable) with dev extras
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip
-	$(BIN)/pip install -e '.[dev,formats,napari,bioimageio]'
+	$(BIN)/pip install -e '.[dev,formats,napari,bioimageio,dask]'
 
 test:  ## fast test suite (what CI runs)
 	$(BIN)/python -m pytest -q

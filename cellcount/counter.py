@@ -195,13 +195,21 @@ class Counter:
         Raises:
             DataError: ``cell_diameter_um`` is set but the file records no pixel size.
         """
-        normalized = self.normalize(image, channel)
+        return self.count_normalized(self.normalize(image, channel), image)
+
+    def count_normalized(self, normalized: Normalized, source: object = "the image") -> CountResult:
+        """Count the cells of an image :meth:`normalize` returned (``source`` names it in
+        messages).
+
+        Raises:
+            DataError: ``cell_diameter_um`` is set but the file records no pixel size.
+        """
         size = normalized.pixel_size_um
         if not normalized.countable:
             empty = np.zeros(normalized.image.shape[:2], np.int32)
             return CountResult(0, empty, [], self.threshold, normalized.image, 0.0,
                                normalized.warning, size)  # fmt: skip
-        diameter, labels = self.segment(normalized.image, self._diameter_px(image, size))
+        diameter, labels = self.segment(normalized.image, self._diameter_px(source, size))
         return CountResult(
             count=int(labels.max(initial=0)), labels=labels,
             cells=cell_table(labels, normalized.image, size), threshold=self.threshold,
@@ -219,14 +227,14 @@ class Counter:
         """``cell_diameter_um`` in px for an image of this pixel size (None when not set)."""
         if self.cell_diameter_um is None:
             return None
+        where = image if isinstance(image, Path | str) else "the image"
         if not pixel_size_um:
-            where = image if isinstance(image, Path | str) else "the image"
             raise DataError(f"{where} records no pixel size, so a diameter in µm cannot be "
                             f"converted; give --cell-diameter in px instead")  # fmt: skip
         diameter = self.cell_diameter_um / pixel_size_um
         low, high = self.diameter_range
         if not low <= diameter <= high:
-            raise DataError(f"{self.cell_diameter_um:g} µm is {diameter:.1f} px in {image} "
+            raise DataError(f"{self.cell_diameter_um:g} µm is {diameter:.1f} px in {where} "
                             f"({pixel_size_um:g} µm/px), outside what this model counts "
                             f"({low:g} to {high:g} px)")  # fmt: skip
         return diameter

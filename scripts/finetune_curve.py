@@ -1,6 +1,11 @@
 """Fine-tuning from clicks: F1 and MAE against the number of annotated images and minutes.
 
-    CELLCOUNT_DSB=... python -m scripts.finetune_curve --images 3 10 30 --minutes 5
+    CELLCOUNT_DSB=... python -m scripts.finetune_curve --images 1 3 10 30 --budget 4 \
+        --minutes 1 2 4 8 --at 10
+
+Two axes: the number of annotated images (each fine-tuned for ``--budget``
+minutes), and minutes of fine-tuning on ``--at`` images (or all of a set's pool
+when it holds fewer).
 
 Stains the shipped model never trained on, with their masks reduced to centroid clicks:
 
@@ -92,20 +97,26 @@ def run_set(name: str, pool: list, test: list, args: argparse.Namespace) -> list
     row = {"set": name, "test_images": len(test)}
     shipped = score(Counter.from_checkpoint("pretrained"), test_items, work / "test" / "points")
     rows = [{**row, "images": 0, "minutes": 0, "model": "pretrained", **shipped}]
-    for count in args.images:
-        if count > len(pool):
-            continue
+    for count, minutes in runs(len(pool), args):
         train = write_clicks(pool[:count], work / f"train_{count}")
-        for minutes in args.minutes:
-            out = work / f"tuned_{count}_{minutes:g}.ckpt"
-            if not out.is_file():  # a finished run is reused: an interrupted curve resumes
-                finetune(FinetuneOptions(train, work / f"train_{count}" / "points", out,
-                                         minutes=minutes, progress=False))  # fmt: skip
-            tuned = Counter.from_checkpoint(out, "cpu")
-            rows.append({**row, "images": count, "minutes": minutes, "model": "fine-tuned",
-                         **score(tuned, test_items, work / "test" / "points")})  # fmt: skip
-            print(rows[-1], flush=True)
+        out = work / f"tuned_{count}_{minutes:g}.ckpt"
+        if not out.is_file():  # a finished run is reused: an interrupted curve resumes
+            finetune(FinetuneOptions(train, work / f"train_{count}" / "points", out,
+                                     minutes=minutes, progress=False))  # fmt: skip
+        tuned = Counter.from_checkpoint(out, "cpu")
+        rows.append({**row, "images": count, "minutes": minutes, "model": "fine-tuned",
+                     **score(tuned, test_items, work / "test" / "points")})  # fmt: skip
+        print(rows[-1], flush=True)
     return rows
+
+
+def runs(pool: int, args: argparse.Namespace) -> list[tuple[int, float]]:
+    """(images, minutes) of each fine-tuning run of a set with ``pool`` annotated
+    images: the images axis at the budget, then the minutes axis at ``--at`` images."""
+    at = min(args.at, pool)
+    wanted = [(n, args.budget) for n in args.images if n <= pool]
+    wanted += [(at, minutes) for minutes in args.minutes]
+    return sorted(set(wanted))
 
 
 def markdown(rows: list[dict[str, Any]], command: str) -> str:
@@ -126,8 +137,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-root", type=Path, default=DSB_FULL)
     parser.add_argument("--fnc-root", type=Path, default=FNC_SAMPLES)
-    parser.add_argument("--images", type=int, nargs="+", default=[3, 10, 30])
-    parser.add_argument("--minutes", type=float, nargs="+", default=[5.0])
+    parser.add_argument("--images", type=int, nargs="+", default=[1, 3, 10, 30])
+    parser.add_argument("--budget", type=float, default=4.0, help="minutes per run of the "
+                        "images axis")  # fmt: skip
+    parser.add_argument("--minutes", type=float, nargs="+", default=[1.0, 2.0, 4.0, 8.0])
+    parser.add_argument("--at", type=int, default=10, help="images of the minutes axis")
     parser.add_argument("--sets", nargs="+", default=["dsb_360x360", "fnc_red"])
     parser.add_argument("--work", type=Path, default=REPO / "outputs" / "finetune_curve")
     args = parser.parse_args(argv)

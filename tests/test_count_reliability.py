@@ -13,6 +13,7 @@ from PIL import Image
 from cellcount import samples
 from cellcount.cli.count import main
 from cellcount.counter import Counter
+from cellcount.data.normalize import Normalized
 
 
 def _rows(path: Path) -> dict[str, dict[str, str]]:
@@ -21,13 +22,13 @@ def _rows(path: Path) -> dict[str, dict[str, str]]:
 
 
 def _failing_on(name: str, error: BaseException) -> Callable[..., object]:
-    """``Counter.count`` that raises ``error`` for the file called ``name``."""
-    real_count = Counter.count
+    """``Counter.count_normalized`` that raises ``error`` for the file called ``name``."""
+    real_count = Counter.count_normalized
 
-    def count(self: Counter, image: object, channel: int | None = None) -> object:
-        if Path(str(image)).name == name:
+    def count(self: Counter, normalized: Normalized, source: object = "") -> object:
+        if Path(str(source)).name == name:
             raise error
-        return real_count(self, image, channel)  # type: ignore[arg-type]
+        return real_count(self, normalized, source)
 
     return count
 
@@ -132,7 +133,7 @@ def test_one_failing_image_never_sinks_the_run(
     folder, model = setup
     files = sorted(folder.iterdir())
     error = RuntimeError("CPU out of memory (tried to allocate 9 GB)")
-    monkeypatch.setattr(Counter, "count", _failing_on(files[1].name, error))
+    monkeypatch.setattr(Counter, "count_normalized", _failing_on(files[1].name, error))
     out = tmp_path / "out"
     assert main([str(folder), "--out", str(out), *model]) == 1
     rows = _rows(out / "counts.csv")
@@ -158,13 +159,15 @@ def test_an_interrupted_run_keeps_its_finished_rows(
 ) -> None:
     folder, model = setup
     files = sorted(folder.iterdir())
-    real_count = Counter.count
-    monkeypatch.setattr(Counter, "count", _failing_on(files[2].name, KeyboardInterrupt()))
+    real_count = Counter.count_normalized
+    monkeypatch.setattr(
+        Counter, "count_normalized", _failing_on(files[2].name, KeyboardInterrupt())
+    )
     out = tmp_path / "out"
     with pytest.raises(KeyboardInterrupt):
         main([str(folder), "--out", str(out), *model])
     assert len(_rows(out / "counts.csv")) == 2  # every finished image
-    monkeypatch.setattr(Counter, "count", real_count)
+    monkeypatch.setattr(Counter, "count_normalized", real_count)
     assert main([str(folder), "--out", str(out), *model]) == 0
     assert len(_rows(out / "counts.csv")) == 3
 

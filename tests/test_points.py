@@ -250,3 +250,29 @@ def test_finetune_writes_checkpoint_card_and_before_after_report(
     (points / f"{sorted(p.stem for p in images.iterdir())[0]}.csv").unlink()
     assert finetune_main([str(images), "--points", str(points), "--out", str(out),
                           "--from", str(base), "--quiet"]) == 2  # fmt: skip
+
+
+def test_one_annotated_image_is_cut_into_a_training_and_a_held_out_half(tmp_path: Path) -> None:
+    from cellcount.data.io import read_raw
+    from cellcount.data.points import read_points
+    from cellcount.training.finetune import FinetuneOptions, prepare_dataset
+
+    images, points = _clicked_dataset(tmp_path / "lab", 1)
+    (image,) = images.iterdir()
+    original = read_raw(image).array
+    clicks = read_points(points / f"{image.stem}.csv")
+    root = tmp_path / "data"
+    options = FinetuneOptions([(image, image.stem)], points, tmp_path / "m.ckpt")
+    assert prepare_dataset(options, root) == 1
+    halves = sorted((root / "images").iterdir())
+    assert [p.name for p in halves] == [f"{image.stem}__half{i}.tif" for i in (1, 2)]
+    parts = [read_raw(p).array for p in halves]
+    axis = int(original.shape[1] > original.shape[0])  # cut across the longer side
+    assert np.array_equal(np.concatenate(parts, axis=axis), original)
+    cut = parts[0].shape[axis]
+    moved = [read_points(root / "points" / f"{p.stem}.csv") for p in halves]
+    assert len(moved[0]) + len(moved[1]) == len(clicks)
+    back = np.concatenate([moved[0], moved[1] + np.eye(2)[axis] * cut])
+    assert np.allclose(np.sort(back, axis=0), np.sort(clicks, axis=0), atol=0.01)
+    with pytest.raises(DataError, match="at least 1 annotated image"):
+        prepare_dataset(FinetuneOptions([], points, tmp_path / "m.ckpt"), root)

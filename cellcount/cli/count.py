@@ -30,6 +30,7 @@ import json
 import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,7 @@ from cellcount.counter import (
 from cellcount.data.io import IMAGE_SUFFIXES, DataError
 from cellcount.data.microscope import PROJECTIONS, PlaneChoice, is_microscope_file
 from cellcount.data.microscope import SUFFIXES as MICROSCOPE_SUFFIXES
+from cellcount.data.normalize import Normalized
 from cellcount.data.sizes import MAX_SCALE, MIN_SCALE
 from cellcount.evaluation.overlays import render_overlay, save_png
 from cellcount.evaluation.truth_points import SCORE_COLUMNS, score_labels, summary
@@ -65,6 +67,7 @@ from cellcount.runtime.files import (
     path_sha256,
     write_csv,
 )
+from cellcount.runtime.pipeline import run_overlapped
 
 COUNT_COLUMNS = (
     "file", "name", "count", "mean_cell_area", "median_cell_area", "threshold", "cell_diameter",
@@ -231,15 +234,17 @@ class CountsTable:
     """``counts.csv``, rewritten atomically as rows arrive (at most every
     ``interval`` s, and on :meth:`close`), so an interrupted run keeps its finished rows.
 
-    Rows of images counted into the same folder by earlier runs, and not part of
-    this run, are kept (after this run's rows).
+    This run's rows are in the order of ``names`` (the inputs), whatever order they
+    arrive in. Rows of images counted into the same folder by earlier runs, and not
+    part of this run, are kept (after this run's rows).
     """
 
-    def __init__(self, path: Path, columns: Sequence[str], names: set[str],
+    def __init__(self, path: Path, columns: Sequence[str], names: Sequence[str],
                  interval: float = 1.0) -> None:  # fmt: skip
         self.path, self.columns, self.interval = path, tuple(columns), interval
+        self.order = {name: index for index, name in enumerate(names)}
         self.rows: list[dict[str, Any]] = []
-        self.earlier = [row for row in _read_rows(path) if row.get("name") not in names]
+        self.earlier = [row for row in _read_rows(path) if row.get("name") not in self.order]
         self.written = 0.0
 
     def add(self, row: dict[str, Any]) -> None:
@@ -248,7 +253,8 @@ class CountsTable:
             self.close()
 
     def close(self) -> None:
-        rows = [{key: row.get(key, "") for key in self.columns} for row in self.rows + self.earlier]
+        ours = sorted(self.rows, key=lambda row: self.order.get(row["name"], len(self.order)))
+        rows = [{key: row.get(key, "") for key in self.columns} for row in ours + self.earlier]
         write_csv(self.path, rows, self.columns)
         self.written = time.monotonic()
 
@@ -296,36 +302,163 @@ def check_diameter(counter: Counter) -> None:
                         f"{MAX_SCALE:g}x up and {1 / MIN_SCALE:g}x down)")  # fmt: skip
 
 
+def make_counter(options: argparse.Namespace, checkpoint: Path) -> Counter:
+    """The :class:`Counter` of ``checkpoint`` that the options ask for (options checked).
+
+    Raises:
+        DataError: a ``--cell-diameter`` outside what the model counts.
+    """
+    counter = Counter.from_checkpoint(
+        checkpoint, options.device, threshold=options.threshold,
+        tile_size=options.tile_size, batch_size=options.batch_size, tta=options.tta,
+        cell_diameter=options.cell_diameter, precision=options.precision,
+        cell_diameter_um=options.cell_diameter_um,
+        plane=PlaneChoice(options.scene, options.time, options.z, options.z_project),
+    )  # fmt: skip
+    check_diameter(counter)
+    return counter
+
+
+@dataclass
+class Job:
+    """One image on its way through :class:`ImageCounting`'s stages.
+
+    ``row`` is set as soon as the image is done: reused from its record, or failed.
+    """
+
+    path: Path
+    name: str
+    key: dict[str, Any] = field(default_factory=dict)
+    row: dict[str, Any] | None = None
+    normalized: Normalized | None = None
+    result: CountResult | None = None
+
+
+@dataclass
+class ImageCounting:
+    """Counting one image in three stages, :meth:`read`, :meth:`compute` and
+    :meth:`write` (run overlapped by :func:`count_all`, or in turn by :meth:`one`).
+
+    A stage never raises for a bad image: the failure becomes the image's row.
+    """
+
+    counter: Counter
+    out: Path
+    options: argparse.Namespace
+    checkpoint_sha256: str
+
+    @property
+    def model(self) -> dict[str, Any]:
+        """The model columns of every row."""
+        source = "auto" if self.counter.cell_diameter == AUTO else "given"
+        return {"diameter_source": "given_um" if self.options.cell_diameter_um else source,
+                "model": str(self.counter.module.hparams["arch"]),
+                "checkpoint_sha256": self.checkpoint_sha256}  # fmt: skip
+
+    def one(self, pair: tuple[Path, str]) -> dict[str, Any]:
+        """The row of one image: reused, or read, counted and written."""
+        return self.write(self.compute(self.read(pair)))
+
+    def read(self, pair: tuple[Path, str]) -> Job:
+        """Reuse the image's previous row when nothing changed, else read and normalise it."""
+        job = Job(*pair)
+        try:
+            job.key = {**run_key(self.options, self.checkpoint_sha256), "file": str(job.path),
+                       "file_sha256": path_sha256(job.path)}  # fmt: skip
+        except OSError as err:
+            self._failed(job, DataError(f"cannot read {job.path}: {err}"))
+            return job
+        files = list(output_files(job.name, self.out, self.options).values())
+        job.row = previous_row(self.out / RECORDS / f"{job.name}.json", job.key, files)
+        if job.row is None:
+            try:
+                job.normalized = self.counter.normalize(job.path, self.options.channel)
+            except Exception as err:  # one bad image never sinks the run
+                self._failed(job, err)
+        return job
+
+    def compute(self, job: Job) -> Job:
+        """Segment a read image (the network and post-processing)."""
+        if job.row is None and job.normalized is not None:
+            try:
+                job.result = self.counter.count_normalized(job.normalized, job.path)
+            except Exception as err:
+                self._failed(job, err)
+            job.normalized = None
+        return job
+
+    def write(self, job: Job) -> dict[str, Any]:
+        """Write a counted image's files, score it against the truth, record it."""
+        if job.row is not None:
+            return job.row
+        assert job.result is not None, "compute() sets a result or a row"
+        try:
+            write_outputs(job.result, job.name, self.out, self.options)
+            row = count_row(job.path, job.name, job.result, self.model)
+        except Exception as err:
+            return self._failed(job, err)
+        if self.options.truth:
+            self._score(job, row)
+        if not row["error"]:
+            atomic_write_text(self.out / RECORDS / f"{job.name}.json",
+                              json.dumps({"key": job.key, "row": row}))  # fmt: skip
+        return row
+
+    def _score(self, job: Job, row: dict[str, Any]) -> None:
+        assert job.result is not None
+        try:
+            row.update(score_labels(job.result.labels, Path(self.options.truth), job.name,
+                                    job.result.cell_diameter, self.options.match_radius,
+                                    self.options.marker_type))  # fmt: skip
+        except DataError as err:  # the count stands; the row is marked for a re-run
+            print(f"cellcount: {job.path}: truth: {err}", file=sys.stderr)
+            row["error"] = f"truth: {err}"
+
+    def _failed(self, job: Job, err: Exception) -> dict[str, Any]:
+        """Mark the job failed (its row says why) and drop its pixels; the row."""
+        job.row = error_row(job.path, job.name, self.model, self.options, err)
+        job.normalized = job.result = None
+        return job.row
+
+
 def count_all(options: argparse.Namespace, bar: Callable[..., Any] = tqdm) -> int:
     """Count every input image; return the process exit status (0 ok, 1 some failed).
 
-    ``bar`` wraps the images in a progress bar (tqdm's interface; napari passes its own).
+    Reading, counting and writing overlap (``--prefetch`` images in each queue, see
+    :mod:`cellcount.runtime.pipeline`); with ``--dask`` the images are spread over a
+    Dask cluster (:mod:`cellcount.runtime.distributed`). ``bar`` makes the progress bar
+    (tqdm's interface; napari passes its own).
     """
     out = Path(options.out)
     check_output_folder(out)
     clean_stale_temporaries(out)
     inputs = collect_inputs(options.inputs, options.recursive, exclude=out)
-    checkpoint = resolve_model(options.model)
-    counter = Counter.from_checkpoint(
-        checkpoint, options.device, threshold=options.threshold, tile_size=options.tile_size,
-        batch_size=options.batch_size, tta=options.tta, cell_diameter=options.cell_diameter,
-        precision=options.precision, cell_diameter_um=options.cell_diameter_um,
-        plane=PlaneChoice(options.scene, options.time, options.z, options.z_project),
-    )  # fmt: skip
-    check_diameter(counter)
-    digest = file_sha256(checkpoint)
-    source = "auto" if counter.cell_diameter == AUTO else "given"
-    source = "given_um" if options.cell_diameter_um else source
-    model = {"diameter_source": source, "model": str(counter.module.hparams["arch"]),
-             "checkpoint_sha256": digest}  # fmt: skip
-    key = run_key(options, digest)
-    table = CountsTable(out / "counts.csv", _columns(options), {name for _, name in inputs})
+    checkpoint = resolve_model(options.model)  # options are checked before any output
+    counting = ImageCounting(make_counter(options, checkpoint), out, options,
+                             file_sha256(checkpoint))  # fmt: skip
+    table = CountsTable(out / "counts.csv", _columns(options), [name for _, name in inputs])
+    progress = bar(total=len(inputs), desc="counting", unit="image", disable=options.quiet)
+
+    def done(row: dict[str, Any]) -> None:
+        table.add(row)
+        progress.update(1)
+
     try:
-        for path, name in bar(inputs, desc="counting", unit="image", disable=options.quiet):
-            table.add(_count_or_reuse(counter, path, name, out, options, model, key))
+        if options.dask:
+            from cellcount.runtime.distributed import count_on_dask
+
+            count_on_dask(options.dask, inputs, counting, done)
+        else:
+            run_overlapped(inputs, counting.read, counting.compute, counting.write, done,
+                           options.prefetch)  # fmt: skip
     finally:  # also on Ctrl-C: every finished row is kept
         table.close()
-    rows = table.rows
+        progress.close()
+    return _summarise(table.rows, out, options)
+
+
+def _summarise(rows: list[dict[str, Any]], out: Path, options: argparse.Namespace) -> int:
+    """Scores, the summary line and warnings; the exit status (1 if an image failed)."""
     failed = [r for r in rows if r["error"]]
     if options.truth:
         _write_scores(rows, out, options.quiet)
@@ -337,48 +470,7 @@ def count_all(options: argparse.Namespace, bar: Callable[..., Any] = tqdm) -> in
     return 1 if failed else 0
 
 
-def _count_or_reuse(
-    counter: Counter, path: Path, name: str, out: Path, options: argparse.Namespace,
-    model: dict[str, Any], run: dict[str, Any],
-) -> dict[str, Any]:  # fmt: skip
-    """The row of one image: reused from its record when nothing changed, else counted."""
-    record = out / RECORDS / f"{name}.json"
-    try:
-        key = {**run, "file": str(path), "file_sha256": path_sha256(path)}
-    except OSError as err:
-        return _error_row(path, name, model, options, DataError(f"cannot read {path}: {err}"))
-    files = list(output_files(name, out, options).values())
-    row = previous_row(record, key, files)
-    if row is None:
-        row = _count_one(counter, path, name, out, options, model)
-        if not row["error"]:
-            atomic_write_text(record, json.dumps({"key": key, "row": row}))
-    return row
-
-
-def _count_one(
-    counter: Counter, path: Path, name: str, out: Path, options: argparse.Namespace,
-    model: dict[str, Any],
-) -> dict[str, Any]:  # fmt: skip
-    """Count one image and write its files; any failure becomes the row's error."""
-    try:
-        result = counter.count(path, options.channel)
-        write_outputs(result, name, out, options)
-        row = count_row(path, name, result, model)
-    except Exception as err:  # one bad image never sinks the run
-        return _error_row(path, name, model, options, err)
-    if options.truth:
-        try:
-            row.update(score_labels(result.labels, Path(options.truth), name,
-                                    result.cell_diameter, options.match_radius,
-                                    options.marker_type))  # fmt: skip
-        except DataError as err:  # the count stands; the row is marked for a re-run
-            print(f"cellcount: {path}: truth: {err}", file=sys.stderr)
-            row["error"] = f"truth: {err}"
-    return row
-
-
-def _error_row(
+def error_row(
     path: Path, name: str, model: dict[str, Any], options: argparse.Namespace, err: Exception
 ) -> dict[str, Any]:
     """The row of an image that failed, with a message saying what to do."""
@@ -450,6 +542,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-labels", action="store_true", help="skip label TIFFs")
     parser.add_argument("--no-overlays", action="store_true", help="skip overlay PNGs")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+    parser.add_argument("--prefetch", type=at_least(0), default=2, metavar="N",
+                        help="images read ahead and waiting to be written while one is "
+                             "counted (default %(default)s; 0: one image at a time)")  # fmt: skip
+    parser.add_argument("--dask", default=None, metavar="ADDRESS",
+                        help="count on a Dask cluster: a scheduler address "
+                             "(tcp://host:8786) or local:N for N local worker processes "
+                             "(needs cellcount[dask])")  # fmt: skip
     _add_truth_options(parser)
     return parser
 

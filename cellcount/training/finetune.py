@@ -16,8 +16,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import tifffile
+
 from cellcount.data.errors import DataError
-from cellcount.data.points import POINT_SUFFIXES, annotation_names, find_annotation
+from cellcount.data.points import (
+    POINT_SUFFIXES,
+    annotation_names,
+    find_annotation,
+    read_truth_points,
+)
 
 TABLE_KEYS = ("precision", "recall", "f1", "mae", "mpe")
 
@@ -50,8 +58,11 @@ class FinetuneOptions:
 def prepare_dataset(options: FinetuneOptions, root: Path) -> int:
     """Lay out ``root/images`` and ``root/points`` (copies); return the number of images.
 
+    With a single image, its two halves are the dataset (:func:`write_halves`): one
+    trains, the other is held out.
+
     Raises:
-        DataError: an image without annotation (all listed), or fewer than two images.
+        DataError: an image without annotation (all listed), or no image.
     """
     pairs, missing = [], []
     for path, name in options.images:
@@ -62,16 +73,54 @@ def prepare_dataset(options: FinetuneOptions, root: Path) -> int:
             pairs.append((path, name, found))
     if missing:
         raise DataError(f"no point annotation in {options.points} for: {'; '.join(missing)}")
-    if len(pairs) < 2:
-        raise DataError("fine-tuning needs at least 2 annotated images: one to train on and one "
-                        "held out to choose the thresholds and check the result")  # fmt: skip
+    if not pairs:
+        raise DataError("fine-tuning needs at least 1 annotated image")
     for sub in ("images", "points"):
         shutil.rmtree(root / sub, ignore_errors=True)
         (root / sub).mkdir(parents=True)
+    if len(pairs) == 1:  # one image: its halves are the training and the held-out part
+        write_halves(*pairs[0], root)
+        return 1
     for path, name, found in pairs:
         shutil.copy2(path, root / "images" / f"{name}{path.suffix.lower()}")
         shutil.copy2(found, root / "points" / found.name)
     return len(pairs)
+
+
+def write_halves(path: Path, name: str, annotation: Path, root: Path) -> None:
+    """Cut one annotated image across its longer side into ``<name>__half1`` and
+    ``__half2`` (raw pixels as TIFF, clicks as X, Y CSV in each half's coordinates),
+    so one image can give both training and held-out clicks.
+
+    Raises:
+        DataError: a microscope file (export the plane as TIFF first), or an image
+            under 2 x 128 px along its longer side.
+    """
+    from cellcount.data.io import read_raw
+    from cellcount.data.microscope import is_microscope_file
+
+    if is_microscope_file(path):
+        raise DataError(f"{path}: fine-tuning on a single microscope file is not supported; "
+                        f"export the plane as TIFF, or annotate a second image")  # fmt: skip
+    raw = read_raw(path)
+    spatial = (0, 1) if raw.array.ndim == 2 or raw.array.shape[-1] <= 4 else (1, 2)
+    shape = [raw.array.shape[axis] for axis in spatial]
+    axis = spatial[int(shape[1] > shape[0])]
+    cut = raw.array.shape[axis] // 2
+    if cut < 128:
+        raise DataError(f"{path}: one image of {shape[1]}x{shape[0]} px is too small to hold "
+                        f"out half of it; annotate a second image")  # fmt: skip
+    points = read_truth_points(annotation, shape)
+    along = points[:, spatial.index(axis)]
+    for half, (start, stop) in enumerate(((0, cut), (cut, raw.array.shape[axis])), start=1):
+        part = np.take(raw.array, np.arange(start, stop), axis=axis)
+        photometric = "rgb" if raw.rgb and part.ndim == 3 and part.shape[-1] in (3, 4) else None
+        tifffile.imwrite(root / "images" / f"{name}__half{half}.tif", part,
+                         photometric=photometric)  # fmt: skip
+        inside = points[(along >= start) & (along < stop)].copy()
+        inside[:, spatial.index(axis)] -= start
+        rows = "".join(f"{col:.2f},{row:.2f}\n" for row, col in inside)
+        (root / "points" / f"{name}__half{half}.csv").write_text("X,Y\n" + rows)
 
 
 def base_overrides(base: Any) -> list[str]:
@@ -176,7 +225,7 @@ def report_markdown(card: dict[str, Any]) -> str:
     scores = card["held_out_scores"]
     lines = [
         f"# Fine-tuning report\n\nStarted from `{card['base']}`; {card['images']} annotated "
-        f"images, {len(card['held_out_images'])} held out; {card['minutes']} minutes, "
+        f"images, held out: {', '.join(card['held_out_images'])}; {card['minutes']} minutes, "
         f"{card['epochs']} epochs. Scores on the held-out images against their points:\n",
         "| model | " + " | ".join(TABLE_KEYS) + " |",
         "|---|" + "---:|" * len(TABLE_KEYS),

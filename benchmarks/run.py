@@ -52,6 +52,7 @@ from benchmarks import (
     bench_memory,
     bench_postprocess,
     bench_precision,
+    bench_throughput,
     bench_training,
     bench_weight_maps,
 )
@@ -99,6 +100,9 @@ class Config:
     train_gpu_repeats: int
     precision_dsb_images: int | None  # section 8: None = all validation images
     precision_fnc_images: int | None
+    folder_copies: int  # section 9: each real image linked this many times
+    folder_crops: int  # section 9: 256x256 crops
+    folder_repeats: int
 
 
 def paper_plans(
@@ -137,6 +141,9 @@ SETTINGS: dict[str, tuple[Any, Any]] = {
     "train_gpu_repeats": (10, 2),
     "precision_dsb_images": (None, 4),
     "precision_fnc_images": (None, 1),
+    "folder_copies": (2, 1),
+    "folder_crops": (48, 8),
+    "folder_repeats": (3, 1),
 }
 FULL = Config("full", **{name: values[0] for name, values in SETTINGS.items()})
 QUICK = Config("quick", **{name: values[1] for name, values in SETTINGS.items()})
@@ -250,6 +257,9 @@ def section_jobs(
         ),
         "8": lambda: bench_precision.run(
             args.precision_model, dsb_limit=c.precision_dsb_images, fnc_limit=c.precision_fnc_images
+        ),
+        "9": lambda: bench_throughput.run(
+            real_images(c.count_images), c.folder_copies, c.folder_crops, c.folder_repeats
         ),
     }
 

@@ -2,7 +2,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install test test-all lint typecheck package-check bench real-data pretrained dsb-table1 samples-scores clean
+.PHONY: install test test-all lint typecheck package-check bench peers-env peers real-data pretrained dsb-table1 samples-scores clean
 
 install:  ## create .venv and install cellcount (editable) with dev extras
 	$(PY) -m venv $(VENV)
@@ -28,6 +28,13 @@ package-check:  ## build the wheel, install it elsewhere, train/sweep/evaluate/c
 bench:  ## speed and memory benchmarks -> BENCHMARKS.md (minutes; not part of the tests)
 	$(BIN)/python -m benchmarks.run --out BENCHMARKS.md
 
+# Cellpose 3 pins an older numpy than the package's, so it gets its own environment;
+# it shares .venv's torch through a .pth file (one CPU torch for both, nothing fetched twice).
+peers-env:  ## .venv-peers with Cellpose 3 for the peer benchmark (bench section 10)
+	$(PY) -m venv .venv-peers
+	$(BIN)/python -c "import site; print(site.getsitepackages()[0])" > .venv-peers/lib/python$$($(BIN)/python -c "import sys; print(f'{sys.version_info[0]}.{sys.version_info[1]}')")/site-packages/zz_cellcount_main.pth
+	.venv-peers/bin/pip install 'cellpose>=3.1,<4'
+
 clean:
 	rm -rf .pytest_cache .mypy_cache .ruff_cache
 
@@ -41,6 +48,9 @@ pretrained:  ## train the shipped `pretrained` model -> cellcount/resources/mode
 
 dsb-table1:  ## DSB 2018 Table 1: c_resunet trained on DSB vs the classical baseline -> outputs/dsb_benchmark/
 	$(BIN)/python -m scripts.dsb_table1
+
+peers:  ## train Cellpose 3 from scratch on the DSB training images (55 min, once) and score it beside cellcount -> docs/results/peers.md
+	$(BIN)/python -m scripts.peers
 
 samples-scores:  ## the shipped model on every shipped sample set -> docs/results/samples.md
 	$(BIN)/python -m scripts.score_samples

@@ -26,7 +26,7 @@ from cellcount.runtime.files import atomic_write_text
 
 Data = dict[str, Any]  # one section's plain (JSON) results
 
-SECTIONS = ("1", "2", "3", "4", "5", "6", "7", "8", "9")
+SECTIONS = ("1", "2", "3", "4", "5", "6", "7", "8", "9", "10")
 REFERENCE_SHAPE = (1200, 1600)  # (height, width) the goals are set for
 GOAL_WEIGHT_SPEEDUP = 20.0  # weight map vs the per-cell reference
 GOAL_POST_100_CELLS = 0.3  # s per 1600x1200 image with 100 cells
@@ -49,6 +49,7 @@ NONE = "—"
 GOAL_FOLDER_OVER_MODEL = 1.1  # 1600x1200 folder, per image, over model-only prediction
 GOAL_SMALL_SPEEDUP = 3.0  # 256x256 folder images/s, overlapped over one at a time
 GOAL_AUTO_SIZE = 1.5  # auto cell size over a given one, per image
+GOAL_PEER_SPEEDUP = 5.0  # cellcount end to end over Cellpose's, per image
 
 
 @dataclass(frozen=True)
@@ -798,6 +799,56 @@ def section_throughput(data: Data) -> Part:
     return Part("9. Folder throughput: reading and writing overlapped", body, noisy)
 
 
+# -- section 10 ----------------------------------------------------------------------------
+def peer_speedups(data: Data) -> dict[str, float]:
+    """Per timing image: Cellpose's end-to-end median over cellcount's."""
+    return {label: stats(t["cellpose"]["total"]).median / stats(t["cellcount"]["total"]).median
+            for label, t in data["timing"].items()}  # fmt: skip
+
+
+def peer_accuracy(data: Data) -> dict[str, dict[str, Data]]:
+    """Accuracy rows by set, then by tool."""
+    by_set: dict[str, dict[str, Data]] = {}
+    for row in data["accuracy"]:
+        by_set.setdefault(row["set"], {})[row["tool"]] = row
+    return by_set
+
+
+def section_peers(data: Data) -> Part:
+    """Section 10: Cellpose 3 beside cellcount."""
+    facts = data["training"]
+    accuracy = [[r["set"], r["tool"], r["images"], f"{r['precision']:.3f}", f"{r['recall']:.3f}",
+                 f"**{r['f1']:.3f}**", f"{r['mae']:.2f}", f"{r['mpe']:+.1%}"]
+                for r in data["accuracy"]]  # fmt: skip
+    speed, noisy = [], False
+    for label, tools in data["timing"].items():
+        for tool, name in zip(("cellcount", "cellpose"), data["tools"], strict=True):
+            total = stats(tools[tool]["total"])
+            noisy |= total.noisy
+            network = fmt_stats(stats(tools[tool]["network"]))
+            image = f"{label} (`{data['images'][label]}`)"
+            speed.append([image, name, network, f"**{fmt_stats(total)}**"])
+    ratios = ", ".join(f"{label} {fmt_ratio(v)}" for label, v in peer_speedups(data).items())
+    body = (
+        f"Cellpose {facts['cellpose']} trained from scratch with its own API "
+        "(`benchmarks/peers/cellpose_peer.py`, `make peers`) on the "
+        f"{facts['images']} DSB 2018 images of the sources the shipped model trained on, "
+        f"for {facts['train_s'] / 60:.1f} min ({facts['epochs']} epochs of "
+        f"{facts['epoch_s']:.0f} s, then its size model), the time `make pretrained` takes. "
+        "Both count the held-out DSB sources with no size given (cellcount estimates it, "
+        "Cellpose uses its size model) and are matched to the truth by the same code "
+        "within 1.25 true median diameters.\n\n"
+        + table(["set", "tool", "images", "precision", "recall", "F1", "MAE", "MPE"], accuracy)
+        + "\n\nSpeed per image on CPU, from the decoded image: *network* = every forward "
+        "pass inside the counting call; *end to end* = the whole call (cellcount: "
+        "normalise, size estimate, prediction, post-processing, cell table; Cellpose: size "
+        "model, `eval` with the flow dynamics). Median (min–max) over the repeats after a "
+        f"warm-up. Cellpose end to end over cellcount's: {ratios}.\n\n"
+        + table(["image", "tool", "network", "end to end"], speed)
+    )
+    return Part("10. Peers: Cellpose 3 side by side", body, noisy)
+
+
 RENDERERS: dict[str, Callable[[Data], Part]] = {
     "1": section_weight_map,
     "2": section_postprocess,
@@ -808,6 +859,7 @@ RENDERERS: dict[str, Callable[[Data], Part]] = {
     "7": section_training,
     "8": section_precision,
     "9": section_throughput,
+    "10": section_peers,
 }
 
 
@@ -897,6 +949,20 @@ def _goal_throughput(data: Data) -> list[Row]:
     ]  # fmt: skip
 
 
+def _goal_peers(data: Data) -> list[Row]:
+    """cellcount's speed-up over Cellpose, and its F1 and MAE beside Cellpose's per set."""
+    rows = [[f"cellcount vs Cellpose 3 end to end, {label}, per image",
+             f">= {GOAL_PEER_SPEEDUP:g}x faster", f"{fmt_ratio(ratio)} faster"]
+            for label, ratio in peer_speedups(data).items()]  # fmt: skip
+    ours, theirs = data["tools"]
+    for name, tools in peer_accuracy(data).items():
+        a, b = tools[ours], tools[theirs]
+        figures = f"{a['f1']:.3f} vs {b['f1']:.3f} / {a['mae']:.2f} vs {b['mae']:.2f}"
+        name = f"F1 / MAE on {name} (held out), cellcount vs Cellpose 3"
+        rows.append([name, "F1 >=, MAE <= Cellpose's", figures])
+    return rows
+
+
 GOAL_ROWS: dict[str, Callable[[Data], list[Row]]] = {
     "1": _goal_weight_map,
     "2": _goal_postprocess,
@@ -906,6 +972,7 @@ GOAL_ROWS: dict[str, Callable[[Data], list[Row]]] = {
     "7": _goal_training,
     "8": _goal_precision,
     "9": _goal_throughput,
+    "10": _goal_peers,
 }
 
 
@@ -941,6 +1008,9 @@ SECTION_LIST = (
     "9. **Folder throughput**: a folder of 1600x1200 and one of 256x256 images counted by "
     "the CLI one image at a time and with reading and writing overlapped, against the "
     "model-only time per image; and the cost of estimating the cell size.",
+    "10. **Peers**: Cellpose 3, trained from scratch on the same images for the same time, "
+    "beside cellcount: accuracy on the held-out DSB sources and speed per 256x256 and "
+    "1600x1200 image (needs `make peers-env` and `make peers` first).",
 )
 
 

@@ -50,6 +50,7 @@ from benchmarks import (
     bench_inference,
     bench_machine,
     bench_memory,
+    bench_peers,
     bench_postprocess,
     bench_precision,
     bench_throughput,
@@ -103,6 +104,7 @@ class Config:
     folder_copies: int  # section 9: each real image linked this many times
     folder_crops: int  # section 9: 256x256 crops
     folder_repeats: int
+    peer_repeats: int  # section 10
 
 
 def paper_plans(
@@ -144,6 +146,7 @@ SETTINGS: dict[str, tuple[Any, Any]] = {
     "folder_copies": (2, 1),
     "folder_crops": (48, 8),
     "folder_repeats": (3, 1),
+    "peer_repeats": (5, 1),
 }
 FULL = Config("full", **{name: values[0] for name, values in SETTINGS.items()})
 QUICK = Config("quick", **{name: values[1] for name, values in SETTINGS.items()})
@@ -261,6 +264,7 @@ def section_jobs(
         "9": lambda: bench_throughput.run(
             real_images(c.count_images), c.folder_copies, c.folder_crops, c.folder_repeats
         ),
+        "10": lambda: bench_peers.run(c.peer_repeats),
     }
 
 

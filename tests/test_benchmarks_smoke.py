@@ -314,7 +314,7 @@ def test_harness_sections_and_configs() -> None:
     assert set(jobs) == set(rendering.RENDERERS) == set(harness.SECTIONS)
     assert harness.wanted_sections("4,1") == ["1", "3", "4"]
     with pytest.raises(SystemExit):
-        harness.wanted_sections("10")
+        harness.wanted_sections("11")
     assert harness.FULL.train_crop == 512 and harness.QUICK.train_crop < harness.FULL.train_crop
 
 
@@ -361,3 +361,37 @@ def test_throughput_section_counts_both_folders(tmp_path: Path) -> None:
     for folder in data["folders"]:
         assert set(folder["modes"]) == set(bench_throughput.MODES) and folder["auto"] > 0
     assert "| 256x256, 2 images |" in rendering.section_throughput(data).body
+
+
+def test_peer_section_compares_speed_and_accuracy(fake_results: dict[str, Any]) -> None:
+    tools = ["cellcount (pretrained, auto size)", "Cellpose 3 (from scratch, size model)"]
+    accuracy = [{"set": "dsb_360x360", "tool": tool, "images": 9, "precision": 0.9,
+                 "recall": 0.8, "f1": f1, "mae": mae, "mpe": -0.1}
+                for tool, f1, mae in zip(tools, (0.9, 0.7), (3.0, 6.0), strict=True)]  # fmt: skip
+    timing = {label: {"cellcount": {"network": _stats(n), "total": _stats(t)},
+                      "cellpose": {"network": _stats(5 * n), "total": _stats(8 * t)}}
+              for label, n, t in (("256x256", 0.02, 0.05), ("1600x1200", 0.5, 0.9))}  # fmt: skip
+    fake_results["sections"]["10"] = {
+        "training": {"cellpose": "3.1.1.3", "images": 377, "train_s": 3300.0, "epochs": 6,
+                     "epoch_s": 500.0},
+        "accuracy": accuracy, "timing": timing, "tools": tools,
+        "images": {"256x256": "a.png", "1600x1200": "b.png"},
+    }  # fmt: skip
+    page = rendering.render(fake_results)
+    assert "| cellcount vs Cellpose 3 end to end, 256x256, per image | >= 5x faster | " \
+        "8.00x faster |" in page  # fmt: skip
+    assert "| F1 / MAE on dsb_360x360 (held out), cellcount vs Cellpose 3 | F1 >=, MAE <= " \
+        "Cellpose's | 0.900 vs 0.700 / 3.00 vs 6.00 |" in page  # fmt: skip
+    assert "## 10. Peers: Cellpose 3 side by side" in page and "55.0 min (6 epochs" in page
+
+
+def test_peer_section_says_how_to_get_the_cellpose_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from benchmarks import bench_peers
+    from scripts import peers
+
+    monkeypatch.setattr(peers, "MODEL_DIR", tmp_path / "none")
+    (tmp_path / "dsb" / "images").mkdir(parents=True)
+    with pytest.raises(RuntimeError, match="make peers"):
+        bench_peers.run(1, tmp_path / "dsb")

@@ -231,6 +231,15 @@ def command_line() -> str:
 
 
 # -- the sections ----------------------------------------------------------------------------
+def finetune_results() -> Result:
+    """Section 11: the fine-tuning curve's rows and command, as its script wrote them."""
+    from scripts.finetune_curve import OUT, read_rows
+
+    command = (OUT / "finetune.md").read_text().splitlines()[0].strip("`")
+    return {"rows": read_rows(OUT / "finetune.csv"), "command": command,
+            "source": "docs/results/finetune.csv"}  # fmt: skip
+
+
 def _inference(config: Config, image: Path, done: dict[str, Result]) -> Result:
     """Section 4 on CPU with the peaks of section 3, plus the CUDA rows where there is one."""
     plans = list(config.plans)
@@ -265,6 +274,7 @@ def section_jobs(
             real_images(c.count_images), c.folder_copies, c.folder_crops, c.folder_repeats
         ),
         "10": lambda: bench_peers.run(c.peer_repeats),
+        "11": finetune_results,
     }
 
 

@@ -23,6 +23,8 @@ its thresholds); the test images are counted by the shipped and the fine-tuned m
 from __future__ import annotations
 
 import argparse
+import csv
+import json
 import shutil
 import sys
 from pathlib import Path
@@ -44,8 +46,8 @@ from scripts.common import (
 )
 
 OUT = REPO / "docs" / "results"
-COLUMNS = ("set", "images", "minutes", "model", "test_images", "precision", "recall", "f1",
-           "mae", "mpe")  # fmt: skip
+COLUMNS = ("set", "images", "minutes", "epochs", "trained_min", "model", "test_images",
+           "precision", "recall", "f1", "mae", "mpe")  # fmt: skip
 
 
 def write_clicks(pairs: list[tuple[Path, Path]], folder: Path) -> list[tuple[Path, str]]:
@@ -96,18 +98,38 @@ def run_set(name: str, pool: list, test: list, args: argparse.Namespace) -> list
     test_items = write_clicks(test, work / "test")
     row = {"set": name, "test_images": len(test)}
     shipped = score(Counter.from_checkpoint("pretrained"), test_items, work / "test" / "points")
-    rows = [{**row, "images": 0, "minutes": 0, "model": "pretrained", **shipped}]
+    rows = [
+        {
+            **row,
+            "images": 0,
+            "minutes": 0,
+            "epochs": 0,
+            "trained_min": 0.0,
+            "model": "pretrained",
+            **shipped,
+        }
+    ]
     for count, minutes in runs(len(pool), args):
         train = write_clicks(pool[:count], work / f"train_{count}")
         out = work / f"tuned_{count}_{minutes:g}.ckpt"
         if not out.is_file():  # a finished run is reused: an interrupted curve resumes
             finetune(FinetuneOptions(train, work / f"train_{count}" / "points", out,
                                      minutes=minutes, progress=False))  # fmt: skip
-        tuned = Counter.from_checkpoint(out, "cpu")
+        scores = score(Counter.from_checkpoint(out, "cpu"), test_items, work / "test" / "points")
         rows.append({**row, "images": count, "minutes": minutes, "model": "fine-tuned",
-                     **score(tuned, test_items, work / "test" / "points")})  # fmt: skip
+                     **used(out), **scores})  # fmt: skip
         print(rows[-1], flush=True)
     return rows
+
+
+def used(checkpoint: Path) -> dict[str, float]:
+    """Epochs and minutes a fine-tuning run took (early stopping may end it before its
+    budget): from its run record, written at the start (run_info.json) and at the end
+    (results.json) of the training run."""
+    run = checkpoint.with_name(f"{checkpoint.stem}_finetune") / "run"
+    results = run / "results.json"
+    seconds = results.stat().st_mtime - (run / "run_info.json").stat().st_mtime
+    return {"epochs": json.loads(results.read_text())["epochs"], "trained_min": seconds / 60}
 
 
 def runs(pool: int, args: argparse.Namespace) -> list[tuple[int, float]]:
@@ -120,17 +142,62 @@ def runs(pool: int, args: argparse.Namespace) -> list[tuple[int, float]]:
 
 
 def markdown(rows: list[dict[str, Any]], command: str) -> str:
-    header = "| set | annotated images | minutes | model | test images | precision | recall | F1 |"
+    """The curve as a table (budget and what the run used, then the scores)."""
     lines = [
         f"`{command}`\n",
-        header + " MAE | MPE |",
-        "|---|" + "---:|" * 2 + "---|" + "---:|" * 6,
+        "| set | annotated images | budget (min) | epochs | trained (min) | model | test images "
+        "| precision | recall | F1 | MAE | MPE |",
+        "|---|" + "---:|" * 4 + "---|" + "---:|" * 6,
     ]
     for r in rows:
-        lines.append(f"| {r['set']} | {r['images']} | {r['minutes']:g} | {r['model']} | "
-                     f"{r['test_images']} | {r['precision']:.3f} | {r['recall']:.3f} | "
-                     f"{r['f1']:.3f} | {r['mae']:.2f} | {r['mpe']:+.1%} |")  # fmt: skip
+        lines.append(f"| {r['set']} | {r['images']} | {r['minutes']:g} | {r['epochs']} | "
+                     f"{r['trained_min']:.1f} | {r['model']} | {r['test_images']} | "
+                     f"{r['precision']:.3f} | {r['recall']:.3f} | {r['f1']:.3f} | "
+                     f"{r['mae']:.2f} | {r['mpe']:+.1%} |")  # fmt: skip
     return "\n".join(lines) + "\n"
+
+
+def plot(rows: list[dict[str, Any]], path: Path, budget: float, at: int) -> None:
+    """F1 and MAE against annotated images (at the budget) and against minutes trained
+    (at ``at`` images, or a set's whole pool when smaller), one line per set; the shipped
+    model at 0."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(9, 6.5), layout="constrained")
+    axes = figure.subplots(2, 2)
+    for name in dict.fromkeys(r["set"] for r in rows):
+        mine = [r for r in rows if r["set"] == name]
+        by_images = sorted(
+            (r for r in mine if r["minutes"] in (0, budget)), key=lambda r: r["images"]
+        )
+        images = int(min(at, max(r["images"] for r in mine)))
+        by_time = sorted(
+            (r for r in mine if r["images"] in (0, images)), key=lambda r: r["trained_min"]
+        )
+        for column, metric in enumerate(("f1", "mae")):
+            axes[column, 0].plot([r["images"] for r in by_images], [r[metric] for r in by_images],
+                                 "o-", label=name)  # fmt: skip
+            axes[column, 1].plot([r["trained_min"] for r in by_time], [r[metric] for r in by_time],
+                                 "o-", label=f"{name} ({images} images)")  # fmt: skip
+    for column, metric in enumerate(("F1", "MAE (cells per image)")):
+        axes[column, 0].set(xlabel=f"annotated images ({budget:g} min budget)", ylabel=metric)
+        axes[column, 1].set(xlabel="minutes of fine-tuning used", ylabel=metric)
+        for axis in axes[column]:
+            axis.grid(alpha=0.3)
+            if column == 1:
+                axis.set_yscale("log")
+    axes[0, 0].legend(), axes[0, 1].legend()
+    figure.suptitle("Fine-tuning from clicks, scored on held-out images (0 = shipped model)")
+    FigureCanvasAgg(figure).print_png(str(path))
+
+
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    """The curve's CSV back as numbers."""
+    with path.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    text = {"set", "model"}
+    return [{k: (v if k in text else float(v)) for k, v in row.items()} for row in rows]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -144,7 +211,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--at", type=int, default=10, help="images of the minutes axis")
     parser.add_argument("--sets", nargs="+", default=["dsb_360x360", "fnc_red"])
     parser.add_argument("--work", type=Path, default=REPO / "outputs" / "finetune_curve")
+    parser.add_argument("--plot-only", action="store_true",
+                        help="redraw finetune_curve.png from finetune.csv")  # fmt: skip
     args = parser.parse_args(argv)
+    if args.plot_only:
+        plot(read_rows(OUT / "finetune.csv"), OUT / "finetune_curve.png", args.budget, args.at)
+        return 0
     require_folder(args.data_root, "the DSB 2018 fluorescence set", "CELLCOUNT_DSB")
     rows = []
     for name, (pool, test) in sets(args.data_root, args.fnc_root).items():
@@ -154,6 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     write_csv(OUT / "finetune.csv", [{k: r[k] for k in COLUMNS} for r in rows], COLUMNS)
     command = "python -m scripts.finetune_curve " + " ".join(argv or sys.argv[1:])
     atomic_write_text(OUT / "finetune.md", markdown(rows, command))
+    plot(rows, OUT / "finetune_curve.png", args.budget, args.at)
     print(markdown(rows, command))
     return 0
 

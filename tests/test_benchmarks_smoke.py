@@ -314,7 +314,7 @@ def test_harness_sections_and_configs() -> None:
     assert set(jobs) == set(rendering.RENDERERS) == set(harness.SECTIONS)
     assert harness.wanted_sections("4,1") == ["1", "3", "4"]
     with pytest.raises(SystemExit):
-        harness.wanted_sections("11")
+        harness.wanted_sections("12")
     assert harness.FULL.train_crop == 512 and harness.QUICK.train_crop < harness.FULL.train_crop
 
 
@@ -395,3 +395,12 @@ def test_peer_section_says_how_to_get_the_cellpose_model(
     (tmp_path / "dsb" / "images").mkdir(parents=True)
     with pytest.raises(RuntimeError, match="make peers"):
         bench_peers.run(1, tmp_path / "dsb")
+
+
+def test_finetune_section_shows_the_curve_script_rows() -> None:
+    data = plain(harness.finetune_results())
+    assert data["command"].startswith("python -m scripts.finetune_curve")
+    body = rendering.section_finetune(data).body
+    shipped = next(r for r in data["rows"] if r["model"] == "pretrained")
+    assert f"| {shipped['set']} | 0 | 0 | 0 | 0.0 | pretrained |" in body
+    assert body.count("| fine-tuned |") == sum(r["model"] == "fine-tuned" for r in data["rows"])

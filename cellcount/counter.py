@@ -14,13 +14,19 @@ import numpy as np
 import torch
 from scipy import ndimage as ndi
 from skimage.measure import regionprops_table
-from skimage.transform import resize
 
 from cellcount.data.errors import DataError
 from cellcount.data.io import RawImage, normalize_image, read_normalized, select_channel
 from cellcount.data.microscope import PlaneChoice
 from cellcount.data.normalize import Normalized
-from cellcount.data.sizes import MAX_SCALE, MIN_SCALE, median_diameter, rescale_image, scale_for
+from cellcount.data.sizes import (
+    MAX_SCALE,
+    MIN_SCALE,
+    median_diameter,
+    rescale_image,
+    resize_smooth,
+    scale_for,
+)
 from cellcount.evaluation.postprocess import PostprocessParams, SplitProfile, postprocess
 from cellcount.inference.cell_size import first_guess, needs_refinement
 from cellcount.inference.checkpoints import load_module
@@ -157,8 +163,7 @@ class Counter:
         scale = scale_for(cell_diameter or self.model_diameter, self.model_diameter)
         if abs(scale - 1) < 1e-3:
             return self._probabilities(image)
-        prob = resize(self._probabilities(rescale_image(image, scale)), image.shape[:2], order=1)
-        return prob.astype(np.float32, copy=False)
+        return resize_smooth(self._probabilities(rescale_image(image, scale)), image.shape[:2])
 
     def _probabilities(self, image: np.ndarray) -> np.ndarray:
         predict = lambda x: predict_probabilities(  # noqa: E731

@@ -97,3 +97,18 @@ def test_count_estimates_the_size_of_real_nuclei(tmp_path: Path) -> None:
         truth = read_labels(samples.path("dsb2018") / "labels" / f"{row['name']}.png")
         errors.append(float(row["cell_diameter"]) / (median_diameter(truth) or 1) - 1)
     assert np.mean(np.abs(errors) <= 0.25) >= 0.8, errors
+
+
+@pytest.mark.parametrize("shape", [(37, 50), (300, 410), (64, 256)])
+def test_resizing_matches_scikit_image_away_from_the_border(shape: tuple[int, int]) -> None:
+    from skimage.transform import resize
+
+    from cellcount.data.sizes import resize_smooth
+
+    image = np.random.default_rng(0).random((120, 160, 3), dtype=np.float32)
+    shrinking = shape[0] < image.shape[0] or shape[1] < image.shape[1]
+    expected = resize(image, (*shape, 3), order=1, anti_aliasing=shrinking, preserve_range=True)
+    out = resize_smooth(image, shape)
+    assert out.shape == (*shape, 3) and out.dtype == np.float32
+    assert np.abs(out - expected)[2:-2, 2:-2].max() < 1e-4  # of values in [0, 1]
+    assert resize_smooth(image[..., 0], shape).shape == shape

@@ -1,8 +1,9 @@
 """Section 9: counting a folder, reading and writing overlapped with prediction or not.
 
-Two folders: the real 1600x1200 images (each linked ``copies`` times) and 256x256
-crops of them. For each: the model-only prediction time per image (the floor of
-counting), then ``cellcount count`` with ``--prefetch 0`` (one image at a time,
+Two folders: the real 1600x1200 FNC images (each linked ``copies`` times; cells
+given as 40 px) and real 256x256 DSB 2018 nuclei images (cells given as 16 px, the
+model's own size). For each: the model-only prediction time per image (the floor
+of counting), then ``cellcount count`` with ``--prefetch 0`` (one image at a time,
 how the CLI counted before reading and writing overlapped) and with the default
 ``--prefetch 2``, alternated over ``repeats`` runs; then once with the cell size
 estimated (``--cell-diameter auto``, the default) to give the cost of the estimate.
@@ -22,7 +23,7 @@ from benchmarks.bench_counting import run_cli
 from cellcount.counter import Counter
 
 MODES = {"one at a time (`--prefetch 0`)": "0", "overlapped (`--prefetch 2`, default)": "2"}
-SMALL = 256
+SMALL_DIAMETER = 16.0  # DSB 2018 nuclei, about the model's own cell size
 
 
 def _copies(images: list[Path], copies: int, folder: Path) -> Path:
@@ -34,32 +35,15 @@ def _copies(images: list[Path], copies: int, folder: Path) -> Path:
     return folder
 
 
-def _crops(images: list[Path], count: int, folder: Path) -> Path:
-    """``count`` SMALL x SMALL crops of the images, on a grid, as PNGs."""
-    folder.mkdir(parents=True)
-    made = 0
-    for image in images:
-        with Image.open(image) as picture:
-            width, height = picture.size
-            for top in range(0, height - SMALL + 1, SMALL):
-                for left in range(0, width - SMALL + 1, SMALL):
-                    if made == count:
-                        return folder
-                    box = (left, top, left + SMALL, top + SMALL)
-                    picture.crop(box).save(folder / f"{image.stem}_{top}_{left}.png")
-                    made += 1
-    return folder
-
-
-def _model_only(folder: Path) -> Stats:
+def _model_only(folder: Path, diameter: float) -> Stats:
     """Prediction alone (``Counter.probabilities`` at the given size) per image."""
-    counter = Counter.from_checkpoint("pretrained", "cpu", cell_diameter=FNC_CELL_DIAMETER)
+    counter = Counter.from_checkpoint("pretrained", "cpu", cell_diameter=diameter)
     images = [counter.normalize(path).image for path in sorted(folder.iterdir())]
-    counter.probabilities(images[0], FNC_CELL_DIAMETER)  # warm-up
+    counter.probabilities(images[0], diameter)  # warm-up
     times = []
     for image in images:
         start = time.perf_counter()
-        counter.probabilities(image, FNC_CELL_DIAMETER)
+        counter.probabilities(image, diameter)
         times.append(time.perf_counter() - start)
     return Stats(times)
 
@@ -73,10 +57,10 @@ def _per_image(folder: Path, out: Path, options: list[str]) -> float:
     return statistics.fmean(per_image.samples)
 
 
-def _folder(folder: Path, scratch: Path, repeats: int) -> Result:
+def _folder(folder: Path, scratch: Path, repeats: int, diameter: float) -> Result:
     """Model-only, each mode over the repeats, then auto size, on one folder."""
-    size = ["--cell-diameter", str(FNC_CELL_DIAMETER)]
-    model_only = _model_only(folder)
+    size = ["--cell-diameter", str(diameter)]
+    model_only = _model_only(folder, diameter)
     modes: dict[str, list[float]] = {label: [] for label in MODES}
     for repeat in range(repeats):
         for label, prefetch in MODES.items():
@@ -89,6 +73,7 @@ def _folder(folder: Path, scratch: Path, repeats: int) -> Result:
         f"{label} {statistics.median(times):.3f} s" for label, times in modes.items()))  # fmt: skip
     return {
         "shape": f"{width}x{height}",
+        "diameter": diameter,
         "images": len(list(folder.iterdir())),
         "model_only": model_only,
         "modes": {label: Stats(times) for label, times in modes.items()},
@@ -96,13 +81,10 @@ def _folder(folder: Path, scratch: Path, repeats: int) -> Result:
     }
 
 
-def run(images: list[Path], copies: int, crops: int, repeats: int) -> Result:
-    """Both folders: ``images`` ``copies`` times each, and ``crops`` 256x256 crops."""
+def run(large: list[Path], copies: int, small: list[Path], repeats: int) -> Result:
+    """Both folders: the ``large`` images ``copies`` times each, and the ``small`` ones."""
     with tempfile.TemporaryDirectory(prefix="cellcount-bench-") as scratch:
         root = Path(scratch)
-        large = _copies(images, copies, root / "large")
-        small = _crops(images, crops, root / "small")
-        return {
-            "diameter": FNC_CELL_DIAMETER,
-            "folders": [_folder(large, root, repeats), _folder(small, root, repeats)],
-        }
+        folders = [(_copies(large, copies, root / "large"), FNC_CELL_DIAMETER),
+                   (_copies(small, 1, root / "small"), SMALL_DIAMETER)]  # fmt: skip
+        return {"folders": [_folder(folder, root, repeats, d) for folder, d in folders]}

@@ -767,7 +767,8 @@ def section_throughput(data: Data) -> Part:
     for folder in data["folders"]:
         model = stats(folder["model_only"])
         ratios = throughput_ratios(folder)
-        rows.append([f"{folder['shape']}, {folder['images']} images", "model only "
+        rows.append([f"{folder['shape']}, {folder['images']} images, {folder['diameter']:g} px "
+                     "cells", "model only "
                      "(`Counter.probabilities`)", fmt_stats(model), f"{1 / model.median:.2f}",
                      NONE])  # fmt: skip
         for label, times in folder["modes"].items():
@@ -781,8 +782,9 @@ def section_throughput(data: Data) -> Part:
                      fmt_time(auto), f"{1 / auto:.2f}",
                      f"{auto / model.median:.2f}x ({ratios['auto']:.2f}x given size)"])  # fmt: skip
     body = (
-        f"A folder counted with the shipped model, cells given as {data['diameter']:g} px "
-        "(`--cell-diameter`), labels + overlays written, on CPU. *Per image* = the interval "
+        "A folder counted with the shipped model, cells given (`--cell-diameter`: 40 px "
+        "FNC neurons, 16 px DSB nuclei) unless the row says `auto`, labels + overlays "
+        "written, on CPU. *Per image* = the interval "
         "between finished rows of `counts.csv`, mean over a run (checkpoint load excluded); "
         "cells show the median (min–max) over the alternated runs. *Model only* is the "
         "network alone on each image of the folder, already in memory. The overlapped "

@@ -102,7 +102,7 @@ class Config:
     precision_dsb_images: int | None  # section 8: None = all validation images
     precision_fnc_images: int | None
     folder_copies: int  # section 9: each real image linked this many times
-    folder_crops: int  # section 9: 256x256 crops
+    folder_small: int  # section 9: 256x256 DSB images
     folder_repeats: int
     peer_repeats: int  # section 10
 
@@ -144,7 +144,7 @@ SETTINGS: dict[str, tuple[Any, Any]] = {
     "precision_dsb_images": (None, 4),
     "precision_fnc_images": (None, 1),
     "folder_copies": (2, 1),
-    "folder_crops": (48, 8),
+    "folder_small": (48, 8),
     "folder_repeats": (3, 1),
     "peer_repeats": (5, 1),
 }
@@ -205,6 +205,23 @@ def real_images(count: int) -> list[Path]:
     if not images:
         raise SystemExit(f"no real images in {REAL_IMAGES}")
     return images
+
+
+def small_images(count: int) -> list[Path]:
+    """The first ``count`` 256x256 images of the DSB 2018 set (section 9)."""
+    from PIL import Image
+
+    from scripts.common import DSB_FULL, require_folder
+
+    folder = require_folder(DSB_FULL, "the DSB 2018 fluorescence set", "CELLCOUNT_DSB")
+    found = []
+    for path in sorted((folder / "images").glob("*.png")):
+        with Image.open(path) as image:
+            if image.size == (256, 256):
+                found.append(path)
+        if len(found) == count:
+            break
+    return found
 
 
 def cropped_images(images: list[Path], shape: tuple[int, int], folder: Path) -> list[Path]:
@@ -271,7 +288,10 @@ def section_jobs(
             args.precision_model, dsb_limit=c.precision_dsb_images, fnc_limit=c.precision_fnc_images
         ),
         "9": lambda: bench_throughput.run(
-            real_images(c.count_images), c.folder_copies, c.folder_crops, c.folder_repeats
+            real_images(c.count_images),
+            c.folder_copies,
+            small_images(c.folder_small),
+            c.folder_repeats,
         ),
         "10": lambda: bench_peers.run(c.peer_repeats),
         "11": finetune_results,

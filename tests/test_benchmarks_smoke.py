@@ -331,12 +331,12 @@ def test_run_saves_json_and_renders_it(tmp_path: Path) -> None:
 
 def _folder_result(shape: str, model: float, one: float, overlapped: float, auto: float) -> Any:
     modes = dict(zip(bench_throughput.MODES, (_stats(one), _stats(overlapped)), strict=True))
-    return {"shape": shape, "images": 8, "model_only": _stats(model), "modes": modes,
-            "auto": auto}  # fmt: skip
+    return {"shape": shape, "images": 8, "diameter": 16.0, "model_only": _stats(model),
+            "modes": modes, "auto": auto}  # fmt: skip
 
 
 def test_throughput_goals_are_ratios_of_the_same_run(fake_results: dict[str, Any]) -> None:
-    fake_results["sections"]["9"] = {"diameter": 25.0, "folders": [
+    fake_results["sections"]["9"] = {"folders": [
         _folder_result("1600x1200", 0.8, 0.95, 0.85, 1.1),
         _folder_result("256x256", 0.05, 0.12, 0.06, 0.08)]}  # fmt: skip
     page = rendering.render(fake_results)
@@ -352,15 +352,17 @@ def test_throughput_goals_are_ratios_of_the_same_run(fake_results: dict[str, Any
 def test_throughput_section_counts_both_folders(tmp_path: Path) -> None:
     from cellcount import samples
 
-    image = tmp_path / "real.png"
-    Image.open(samples.images("fnc_yellow")[0]).crop((0, 0, 512, 300)).save(image)
-    data = plain(bench_throughput.run([image], copies=2, crops=2, repeats=1))
-    large, small = data["folders"]
-    assert (large["shape"], large["images"]) == ("512x300", 2)
-    assert (small["shape"], small["images"]) == ("256x256", 2)
+    large = tmp_path / "real.png"
+    Image.open(samples.images("fnc_yellow")[0]).crop((0, 0, 512, 300)).save(large)
+    small = tmp_path / "small.png"
+    Image.open(samples.images("fnc_yellow")[0]).crop((0, 0, 256, 256)).save(small)
+    data = plain(bench_throughput.run([large], copies=2, small=[small], repeats=1))
+    first, second = data["folders"]
+    assert (first["shape"], first["images"]) == ("512x300", 2)
+    assert (second["shape"], second["images"]) == ("256x256", 1)
     for folder in data["folders"]:
         assert set(folder["modes"]) == set(bench_throughput.MODES) and folder["auto"] > 0
-    assert "| 256x256, 2 images |" in rendering.section_throughput(data).body
+    assert "| 256x256, 1 images, 16 px cells |" in rendering.section_throughput(data).body
 
 
 def test_peer_section_compares_speed_and_accuracy(fake_results: dict[str, Any]) -> None:

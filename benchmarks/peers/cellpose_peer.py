@@ -39,6 +39,7 @@ from PIL import Image
 DIAM_MEAN = 17.0  # Cellpose's convention for nuclei
 SIZE_RESERVE_S = 360.0  # kept for train_size at the end of the budget
 SIZE_IMAGES = 60  # train_size's images (its 10 epochs of 512 px passes over all would take ~20 min)
+SIZE_BATCH = 8  # train_size's default 64 crops of 512 px need over 24 GB
 CHANNELS = [0, 0]  # grey image, no second channel
 
 
@@ -58,11 +59,36 @@ def read_labels(path: Path) -> np.ndarray:
 
 
 def train_model(pairs: list[tuple[str, str]], minutes: float, out: Path) -> dict[str, float]:
-    """Train net and size model within ``minutes``; write DIR/models/cellpose_dsb(+_size)."""
-    start = time.perf_counter()
-    budget = minutes * 60.0
+    """Train net and size model within ``minutes``; write DIR/models/cellpose_dsb(+_size).
+
+    Each stage is kept once done (``net.json``, the ``_size.npy`` file), so an
+    interrupted run goes on with what is missing.
+    """
+    net_facts = out / "net.json"
     images = [grey(Path(image)) for image, _ in pairs]
     labels = [read_labels(Path(path)) for _, path in pairs]
+    if not net_facts.is_file():
+        net_facts.write_text(json.dumps(train_net(images, labels, minutes * 60.0, out)))
+    facts = json.loads(net_facts.read_text())
+    path = out / "models" / "cellpose_dsb"
+    if not Path(f"{path}_size.npy").is_file():
+        start = time.perf_counter()
+        model = models.CellposeModel(gpu=False, pretrained_model=str(path))
+        chosen = np.random.default_rng(0).permutation(len(images))[:SIZE_IMAGES]
+        train.train_size(model.net, str(path), [images[i] for i in chosen],
+                         [labels[i] for i in chosen], channels=CHANNELS, normalize=True,
+                         batch_size=SIZE_BATCH)  # fmt: skip
+        facts["size_s"] = time.perf_counter() - start
+        net_facts.write_text(json.dumps(facts))
+    return {**facts, "train_s": facts["net_s"] + facts["size_s"], "budget_s": minutes * 60.0,
+            "torch_threads": torch.get_num_threads()}  # fmt: skip
+
+
+def train_net(images: list[np.ndarray], labels: list[np.ndarray], budget: float, out: Path
+              ) -> dict[str, float]:  # fmt: skip
+    """``train_seg`` from scratch for as many epochs as fit ``budget`` s (less the size
+    model's reserve): one timed epoch, then the rest in one call."""
+    start = time.perf_counter()
     flows = dynamics.labels_to_flows(labels, device=torch.device("cpu"))
     model = models.CellposeModel(gpu=False, pretrained_model=False, diam_mean=DIAM_MEAN)
     common = {"channels": CHANNELS, "normalize": True, "save_path": str(out),
@@ -70,17 +96,11 @@ def train_model(pairs: list[tuple[str, str]], minutes: float, out: Path) -> dict
     first = time.perf_counter()
     train.train_seg(model.net, images, flows, n_epochs=1, **common)
     epoch_s = time.perf_counter() - first
-    left = budget - (time.perf_counter() - start) - SIZE_RESERVE_S
-    epochs = max(0, int(left // epoch_s))
+    epochs = max(0, int((budget - (time.perf_counter() - start) - SIZE_RESERVE_S) // epoch_s))
     if epochs:
-        path, _, _ = train.train_seg(model.net, images, flows, n_epochs=epochs, **common)
-    path = out / "models" / "cellpose_dsb"
-    chosen = np.random.default_rng(0).permutation(len(images))[:SIZE_IMAGES]
-    train.train_size(model.net, str(path), [images[i] for i in chosen],
-                     [labels[i] for i in chosen], channels=CHANNELS, normalize=True)  # fmt: skip
+        train.train_seg(model.net, images, flows, n_epochs=epochs, **common)
     return {"epochs": 1 + epochs, "epoch_s": epoch_s, "images": len(images),
-            "train_s": time.perf_counter() - start, "budget_s": budget,
-            "torch_threads": torch.get_num_threads()}  # fmt: skip
+            "net_s": time.perf_counter() - start}  # fmt: skip
 
 
 def load(model_dir: Path) -> tuple[models.CellposeModel, models.SizeModel]:

@@ -31,6 +31,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -355,6 +356,11 @@ class ImageCounting:
                 "model": str(self.counter.module.hparams["arch"]),
                 "checkpoint_sha256": self.checkpoint_sha256}  # fmt: skip
 
+    @cached_property
+    def run_key(self) -> dict[str, Any]:
+        """What every image's record must match besides the file (:func:`run_key`)."""
+        return run_key(self.options, self.checkpoint_sha256)
+
     def one(self, pair: tuple[Path, str]) -> dict[str, Any]:
         """The row of one image: reused, or read, counted and written."""
         return self.write(self.compute(self.read(pair)))
@@ -363,7 +369,7 @@ class ImageCounting:
         """Reuse the image's previous row when nothing changed, else read and normalise it."""
         job = Job(*pair)
         try:
-            job.key = {**run_key(self.options, self.checkpoint_sha256), "file": str(job.path),
+            job.key = {**self.run_key, "file": str(job.path),
                        "file_sha256": path_sha256(job.path)}  # fmt: skip
         except OSError as err:
             self._failed(job, DataError(f"cannot read {job.path}: {err}"))

@@ -214,11 +214,14 @@ class Counter:
             empty = np.zeros(normalized.image.shape[:2], np.int32)
             return CountResult(0, empty, [], self.threshold, normalized.image, 0.0,
                                normalized.warning, size)  # fmt: skip
-        diameter, labels = self.segment(normalized.image, self._diameter_px(source, size))
+        diameter, labels, size_warning = self.segment(
+            normalized.image, self._diameter_px(source, size)
+        )
         return CountResult(
             count=int(labels.max(initial=0)), labels=labels,
             cells=cell_table(labels, normalized.image, size), threshold=self.threshold,
-            image=normalized.image, cell_diameter=diameter, warning=normalized.warning,
+            image=normalized.image, cell_diameter=diameter,
+            warning="; ".join(filter(None, (normalized.warning, size_warning))),
             pixel_size_um=size,
         )  # fmt: skip
 
@@ -246,17 +249,21 @@ class Counter:
 
     def segment(
         self, image: np.ndarray, cell_diameter: float | None = None
-    ) -> tuple[float, np.ndarray]:
-        """The cell diameter used and the int32 (H, W) labels of a normalised image.
+    ) -> tuple[float, np.ndarray, str]:
+        """The cell diameter used, the int32 (H, W) labels of a normalised image, and a
+        warning (empty, or why the automatic size is not to be trusted).
 
         With ``auto``: count at the first guess; if the model finds nothing there,
         at half and then twice the guess; then, if the cells found differ from the
-        size counted at by more than the tolerance, once more at their size
-        (docs/method.md#cell-size).
+        size counted at by more than the tolerance, once more at their size. That
+        second count is kept only when its cells match the size it was counted at;
+        when they do not (the model's objects follow whatever size it is told, as on
+        textured tissue), the count at the larger of the two sizes is kept, with a
+        warning (docs/method.md#cell-size).
         """
         if cell_diameter is not None or self.cell_diameter != AUTO:
             diameter = float(cell_diameter or self.cell_diameter)
-            return diameter, self.labels(image, diameter)
+            return diameter, self.labels(image, diameter), ""
         guess = first_guess(image) or self.model_diameter
         for diameter in (guess, guess / 2, guess * 2):
             labels = self.labels(image, diameter)
@@ -264,10 +271,17 @@ class Counter:
             if measured is not None:
                 break
         if measured is None:  # no cells at any of the three sizes
-            return guess, np.zeros(image.shape[:2], np.int32)
-        if needs_refinement(diameter, measured):
-            return measured, self.labels(image, measured)
-        return diameter, labels
+            return guess, np.zeros(image.shape[:2], np.int32), ""
+        if not needs_refinement(diameter, measured):
+            return diameter, labels, ""
+        refined = self.labels(image, measured)
+        settled = median_diameter(refined)
+        if settled is not None and not needs_refinement(measured, settled):
+            return measured, refined, ""
+        warning = (f"cell size uncertain: counted at {diameter:.0f} px the cells measure "
+                   f"{measured:.0f} px, and they do not settle at either size; check the "
+                   "overlay and give --cell-diameter")  # fmt: skip
+        return (diameter, labels, warning) if diameter > measured else (measured, refined, warning)
 
     def labels(self, image: np.ndarray, cell_diameter: float) -> np.ndarray:
         """Cells of a normalised image whose cells are ``cell_diameter`` px: int32 (H, W)."""

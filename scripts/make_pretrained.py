@@ -1,6 +1,7 @@
 """Train the shipped ``pretrained`` model and write it into the package.
 
     CELLCOUNT_DSB=... CELLCOUNT_FNC=... make pretrained    # about 70 min on 2 CPU cores
+    python -m scripts.make_pretrained --recalibrate         # counting choices only (~10 min)
 
 Trains c_resunet on the synthetic FNC-like set pooled with the DSB 2018
 fluorescence nuclei of two sources and the FNC sample neurons (``data=generalist``:
@@ -24,7 +25,7 @@ from typing import Any
 from cellcount.data.splits import Split
 from cellcount.inference.checkpoints import load_module, save_checkpoint
 from cellcount.inference.pretrained import PRETRAINED
-from cellcount.runtime.files import atomic_write_text
+from cellcount.runtime.files import atomic_write_text, write_csv
 from cellcount.runtime.results import read_results
 from cellcount.training.module import CellSegModule
 from scripts.common import (
@@ -39,21 +40,75 @@ from scripts.common import (
 MODELS = REPO / "cellcount" / "resources" / "models"
 
 
+def data_overrides(dsb: Path, fnc: Path, held_out: Path) -> list[str]:
+    """The ``cellcount.train`` overrides that choose the shipped model's data and split."""
+    return [
+        "data=generalist", f"data.extra_sources.0.root={dsb}",
+        f"data.extra_sources.1.root={fnc / 'yellow'}", f"data.extra_sources.2.root={fnc / 'red'}",
+        f"data.test_names_file={held_out}",
+    ]  # fmt: skip
+
+
+def write_held_out(dsb: Path, run_dir: Path) -> Path:
+    """``run_dir/held_out.txt``: the names of the test split, one per line."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    held_out = run_dir / "held_out.txt"
+    atomic_write_text(held_out, "\n".join(held_out_names(dsb)) + "\n")
+    return held_out
+
+
 def train(dsb: Path, fnc: Path, run_dir: Path, epochs: int, trainer: str) -> list[str]:
     """Run (or resume, or reuse) the training; return its command."""
-    held_out = run_dir / "held_out.txt"
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(held_out, "\n".join(held_out_names(dsb)) + "\n")
     command = [
-        sys.executable, "-m", "cellcount.train", "data=generalist",
-        f"data.extra_sources.0.root={dsb}", f"data.extra_sources.1.root={fnc / 'yellow'}",
-        f"data.extra_sources.2.root={fnc / 'red'}", f"data.test_names_file={held_out}",
+        sys.executable, "-m", "cellcount.train",
+        *data_overrides(dsb, fnc, write_held_out(dsb, run_dir)),
         f"trainer={trainer}", f"trainer.max_epochs={epochs}",
         "trainer.enable_progress_bar=false", "logger=csv", f"hydra.run.dir={run_dir}",
     ]  # fmt: skip
     print("+", " ".join(command), file=sys.stderr, flush=True)
     subprocess.run(command, check=True)
     return command
+
+
+def recalibrate(dsb: Path, fnc: Path, run_dir: Path) -> Path:
+    """Choose the shipped checkpoint's counting threshold and split profile again on its
+    own validation images (after a change to the candidates, without retraining), and
+    rewrite the checkpoint and its card; return the checkpoint.
+
+    Raises:
+        SystemExit: the validation images are not the ones the model card lists.
+    """
+    from hydra import compose, initialize_config_module
+    from hydra.utils import instantiate
+
+    from cellcount.data.datamodule import CellDataModule
+    from cellcount.evaluation.postprocess import COUNTING_SPLITS
+    from cellcount.training.callbacks import ThresholdSweep, counting_rows
+
+    target = MODELS / PRETRAINED["pretrained"][0]
+    card = json.loads(target.with_suffix(".json").read_text())
+    overrides = [*data_overrides(dsb, fnc, write_held_out(dsb, run_dir)),
+                 f"paths.output_dir={run_dir}", f"paths.run_dir={run_dir}"]  # fmt: skip
+    with initialize_config_module("cellcount.conf", version_base="1.3"):
+        cfg = compose("train", overrides=overrides)
+    datamodule = CellDataModule(instantiate(cfg.data))
+    datamodule.prepare_data()
+    images = datamodule.full_images("val")
+    if sorted(name for name, _, _ in images) != sorted(card["val_images"]):
+        raise SystemExit(f"the validation split differs from {target.with_suffix('.json')}'s "
+                         "val_images: recalibrate with the data the model was trained on")  # fmt: skip
+    module = load_module(target, "cpu")
+    sweep: ThresholdSweep = instantiate(cfg.callbacks.threshold_sweep)
+    tables, chosen = sweep.sweep(module, images, COUNTING_SPLITS)
+    print(f"kneedle threshold {chosen:.3f} (card: {card['threshold']:.3f}); counting "
+          f"{sweep.count_threshold:.3f} with {sweep.count_split.as_dict()}: {sweep.count_result}")
+    write_csv(run_dir / "counting_sweep.csv", counting_rows(tables))
+    save_checkpoint(module, target, half=True)
+    card.update(threshold=chosen, count_threshold=sweep.count_threshold,
+                count_split=sweep.count_split.as_dict(), val_counting=sweep.count_result,
+                recalibrated="python -m scripts.make_pretrained --recalibrate")  # fmt: skip
+    atomic_write_text(target.with_suffix(".json"), json.dumps(card, indent=1))
+    return target
 
 
 def _portable(command: str, dsb: Path, fnc: Path) -> str:
@@ -94,9 +149,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run-dir", type=Path, default=REPO / "outputs" / "pretrained")
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--trainer", default="cpu")
+    parser.add_argument("--recalibrate", action="store_true",
+                        help="only choose the counting threshold and split again (minutes)")
     args = parser.parse_args(argv)
     require_folder(args.data_root, "the DSB 2018 fluorescence set", "CELLCOUNT_DSB")
     require_folder(args.fnc_root / "yellow", "the FNC yellow samples", "CELLCOUNT_FNC")
+    if args.recalibrate:
+        target = recalibrate(args.data_root, args.fnc_root, args.run_dir / "recalibrate")
+        print(f"recalibrated {target}")
+        return 0
     command = train(args.data_root, args.fnc_root, args.run_dir, args.epochs, args.trainer)
     module = load_module(read_results(args.run_dir)["best_checkpoint"])
     target = save_checkpoint(module, MODELS / PRETRAINED["pretrained"][0], half=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,7 @@ import pytest
 
 from cellcount import samples
 from cellcount.cli.count import main as count_main
+from cellcount.counter import Counter
 from cellcount.data.io import read_labels
 from cellcount.data.sizes import (
     MAX_SCALE,
@@ -83,6 +85,37 @@ def test_median_diameter_and_rescaling_round_trip() -> None:
 def test_refinement_rule() -> None:
     assert not needs_refinement(20, 24) and needs_refinement(20, 26) and needs_refinement(20, 14)
     assert not needs_refinement(20, None)
+
+
+def _sized_counter(found: Callable[[float], float]) -> Counter:
+    """A Counter whose model finds discs of ``found(told)`` px when told a size."""
+    from cellcount.training.module import CellSegModule
+
+    counter = Counter(CellSegModule(arch_kwargs={"n_features_start": 4}, cell_diameter=16.0))
+    counter.labels = lambda image, told: _discs(found(told))[1][:256, :256]  # type: ignore[method-assign]
+    return counter
+
+
+def test_auto_size_settles_on_the_cells_the_model_finds() -> None:
+    image = _discs(30.0)[0][:256, :256]  # the first guess is ~30 px
+    diameter, labels, warning = _sized_counter(lambda told: 18.0).segment(image)
+    assert diameter == pytest.approx(median_diameter(labels)) and diameter < 21 and warning == ""
+
+
+def test_auto_size_that_never_settles_keeps_the_larger_size_and_warns() -> None:
+    image = _discs(30.0)[0][:256, :256]
+    guess = first_guess(image)
+    assert guess is not None
+    # cells that follow the size the model is told (texture): 0.6x whatever it is told
+    diameter, labels, warning = _sized_counter(lambda told: 0.6 * told).segment(image)
+    assert diameter == pytest.approx(guess) and labels.max() > 0
+    assert "cell size uncertain" in warning and "--cell-diameter" in warning
+
+
+def test_a_given_size_is_used_as_is_without_a_warning() -> None:
+    counter = _sized_counter(lambda told: 0.6 * told)
+    diameter, _, warning = counter.segment(_discs(30.0)[0][:256, :256], cell_diameter=25.0)
+    assert diameter == 25.0 and warning == ""
 
 
 def test_count_estimates_the_size_of_real_nuclei(tmp_path: Path) -> None:

@@ -100,6 +100,7 @@ PAPER_SPLIT = SplitProfile()
 COUNTING_SPLITS = (
     PAPER_SPLIT,
     SplitProfile(window=0.75, min_area=0.5, keep_unmarked=True),
+    SplitProfile(window=0.75, min_area=0.25, keep_unmarked=True),
     SplitProfile(window=0.6, min_area=0.5, keep_unmarked=True),
     SplitProfile(window=0.5, min_area=0.5, keep_unmarked=True),
 )

@@ -134,7 +134,6 @@ class ThresholdSweep(pl.Callback):
         tables, chosen = self.run(trainer, module, None, COUNTING_SPLITS)
         table = tables[PAPER_SPLIT]
         row = self.result = _row_at(table, chosen)
-        self.count_result = _row_at(tables[self.count_split], self.count_threshold or chosen)
         metrics = {f"val/{k}": row[k] for k in ("f1", "mae", "precision", "recall", "threshold")}
         for logger in trainer.loggers:
             logger.log_metrics({f"{k}_final": v for k, v in metrics.items()}, trainer.global_step)
@@ -142,7 +141,7 @@ class ThresholdSweep(pl.Callback):
             out = self._output_dir(trainer)
             save_curve(table, out / "threshold_sweep.png", out / "threshold_sweep.csv", chosen,
                        self.count_threshold)  # fmt: skip
-            write_csv(out / "counting_sweep.csv", _counting_rows(tables))
+            write_csv(out / "counting_sweep.csv", counting_rows(tables))
             if best:
                 _store_threshold(Path(best), chosen, self.count_threshold, self.count_split)
             self._log_pictures(trainer, module, out / "threshold_sweep.png")
@@ -165,7 +164,13 @@ class ThresholdSweep(pl.Callback):
         Returns:
             One sweep table per profile, and the kneedle threshold (paper profile).
         """
-        images = self.images(trainer)[: max_images or None]
+        return self.sweep(module, self.images(trainer)[: max_images or None], splits)
+
+    def sweep(
+        self, module: CellSegModule, images: Images, splits: tuple[SplitProfile, ...] = (PAPER_SPLIT,)
+    ) -> tuple[dict[SplitProfile, list[dict[str, float]]], float]:
+        """:meth:`run` on given full-size images ``(name, RGB float (H, W, 3), bool mask)``:
+        the choices go into ``module`` (threshold buffer, counting hparams) and ``self``."""
         diameter = float(module.hparams["cell_diameter"])
         params = [PostprocessParams.from_cell_diameter(diameter, split) for split in splits]
         rank, world = _rank_world()
@@ -183,6 +188,7 @@ class ThresholdSweep(pl.Callback):
         chosen = select_threshold(grid, paper_f1, self.method)  # type: ignore[arg-type]
         module.threshold.fill_(chosen)
         self.count_split, self.count_threshold = select_counting(tables, self.count_mpe_tolerance)
+        self.count_result = _row_at(tables[self.count_split], self.count_threshold)
         module.hparams["count_threshold"] = self.count_threshold
         module.hparams["count_split"] = self.count_split.as_dict()
         return tables, chosen
@@ -253,7 +259,7 @@ def _sweep_profiles(
     return [sweep_image(prob, truth, grid, p, radius, matching) for p in params]  # type: ignore[arg-type]
 
 
-def _counting_rows(tables: dict[SplitProfile, list[dict[str, float]]]) -> list[dict[str, Any]]:
+def counting_rows(tables: dict[SplitProfile, list[dict[str, float]]]) -> list[dict[str, Any]]:
     """Every profile's sweep rows, each with the profile's fields first."""
     return [{**split.as_dict(), **row} for split, table in tables.items() for row in table]
 

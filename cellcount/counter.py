@@ -22,13 +22,17 @@ from cellcount.data.normalize import Normalized
 from cellcount.data.sizes import (
     MAX_SCALE,
     MIN_SCALE,
-    median_diameter,
     rescale_image,
     resize_smooth,
     scale_for,
 )
 from cellcount.evaluation.postprocess import PostprocessParams, SplitProfile, postprocess
-from cellcount.inference.cell_size import first_guess, needs_refinement
+from cellcount.inference.cell_size import (
+    first_guess,
+    follows_told_size,
+    measured_diameter,
+    needs_refinement,
+)
 from cellcount.inference.checkpoints import load_module
 from cellcount.inference.predict import predict_probabilities, resolve_device, resolve_precision
 from cellcount.inference.pretrained import resolve_model
@@ -256,10 +260,10 @@ class Counter:
         With ``auto``: count at the first guess; if the model finds nothing there,
         at half and then twice the guess; then, if the cells found differ from the
         size counted at by more than the tolerance, once more at their size. That
-        second count is kept only when its cells match the size it was counted at;
-        when they do not (the model's objects follow whatever size it is told, as on
-        textured tissue), the count at the larger of the two sizes is kept, with a
-        warning (docs/method.md#cell-size).
+        second count is rejected, with a warning, when the model's objects follow
+        whatever size it is told, as on textured tissue
+        (:func:`~cellcount.inference.cell_size.follows_told_size`): the first is kept
+        (docs/method.md#cell-size).
         """
         if cell_diameter is not None or self.cell_diameter != AUTO:
             diameter = float(cell_diameter or self.cell_diameter)
@@ -267,7 +271,7 @@ class Counter:
         guess = first_guess(image) or self.model_diameter
         for diameter in (guess, guess / 2, guess * 2):
             labels = self.labels(image, diameter)
-            measured = median_diameter(labels)
+            measured = measured_diameter(labels, diameter)
             if measured is not None:
                 break
         if measured is None:  # no cells at any of the three sizes
@@ -275,18 +279,23 @@ class Counter:
         if not needs_refinement(diameter, measured):
             return diameter, labels, ""
         refined = self.labels(image, measured)
-        settled = median_diameter(refined)
-        if settled is not None and not needs_refinement(measured, settled):
+        if not follows_told_size(measured, measured_diameter(refined, measured), labels, refined):
             return measured, refined, ""
-        warning = (f"cell size uncertain: counted at {diameter:.0f} px the cells measure "
-                   f"{measured:.0f} px, and they do not settle at either size; check the "
-                   "overlay and give --cell-diameter")  # fmt: skip
-        return (diameter, labels, warning) if diameter > measured else (measured, refined, warning)
+        warning = (f"cell size uncertain: counted at {measured:.0f} px instead of "
+                   f"{diameter:.0f} px, the model finds {_ratio(refined, labels):.0f}x as many "
+                   "cells, again smaller than it was told; check the overlay and give "
+                   "--cell-diameter")  # fmt: skip
+        return diameter, labels, warning
 
     def labels(self, image: np.ndarray, cell_diameter: float) -> np.ndarray:
         """Cells of a normalised image whose cells are ``cell_diameter`` px: int32 (H, W)."""
         params = PostprocessParams.from_cell_diameter(cell_diameter, self.split)
         return postprocess(self.probabilities(image, cell_diameter), self.threshold, params)
+
+
+def _ratio(labels: np.ndarray, reference: np.ndarray) -> float:
+    """How many times as many cells ``labels`` holds as ``reference`` (int (H, W) labels)."""
+    return labels.max(initial=0) / max(1, reference.max(initial=0))
 
 
 def parse_diameter(value: float | str) -> float | str:

@@ -95,13 +95,16 @@ def recalibrate(dsb: Path, fnc: Path, run_dir: Path) -> Path:
     datamodule.prepare_data()
     images = datamodule.full_images("val")
     if sorted(name for name, _, _ in images) != sorted(card["val_images"]):
-        raise SystemExit(f"the validation split differs from {target.with_suffix('.json')}'s "
-                         "val_images: recalibrate with the data the model was trained on")  # fmt: skip
+        raise SystemExit(f"the validation split differs from the val_images of "
+                         f"{target.with_suffix('.json')}: recalibrate with the data the "
+                         "model was trained on")  # fmt: skip
     module = load_module(target, "cpu")
     sweep: ThresholdSweep = instantiate(cfg.callbacks.threshold_sweep)
     tables, chosen = sweep.sweep(module, images, COUNTING_SPLITS)
-    print(f"kneedle threshold {chosen:.3f} (card: {card['threshold']:.3f}); counting "
-          f"{sweep.count_threshold:.3f} with {sweep.count_split.as_dict()}: {sweep.count_result}")
+    print(
+        f"kneedle threshold {chosen:.3f} (card: {card['threshold']:.3f}); counting "
+        f"{sweep.count_threshold:.3f} with {sweep.count_split.as_dict()}: {sweep.count_result}"
+    )
     write_csv(run_dir / "counting_sweep.csv", counting_rows(tables))
     save_checkpoint(module, target, half=True)
     card.update(threshold=chosen, count_threshold=sweep.count_threshold,
@@ -149,8 +152,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run-dir", type=Path, default=REPO / "outputs" / "pretrained")
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--trainer", default="cpu")
-    parser.add_argument("--recalibrate", action="store_true",
-                        help="only choose the counting threshold and split again (minutes)")
+    parser.add_argument(
+        "--recalibrate",
+        action="store_true",
+        help="only choose the counting threshold and split again (minutes)",
+    )
     args = parser.parse_args(argv)
     require_folder(args.data_root, "the DSB 2018 fluorescence set", "CELLCOUNT_DSB")
     require_folder(args.fnc_root / "yellow", "the FNC yellow samples", "CELLCOUNT_FNC")

@@ -102,20 +102,44 @@ def test_auto_size_settles_on_the_cells_the_model_finds() -> None:
     assert diameter == pytest.approx(median_diameter(labels)) and diameter < 21 and warning == ""
 
 
-def test_auto_size_that_never_settles_keeps_the_larger_size_and_warns() -> None:
+def test_auto_size_drawn_at_any_told_size_keeps_the_first_pass_and_warns() -> None:
     image = _discs(30.0)[0][:256, :256]
     guess = first_guess(image)
     assert guess is not None
-    # cells that follow the size the model is told (texture): 0.6x whatever it is told
-    diameter, labels, warning = _sized_counter(lambda told: 0.6 * told).segment(image)
+    # objects that follow the size the model is told (texture): half whatever it is told,
+    # so the second pass finds ~4x as many
+    diameter, labels, warning = _sized_counter(lambda told: 0.5 * told).segment(image)
     assert diameter == pytest.approx(guess) and labels.max() > 0
     assert "cell size uncertain" in warning and "--cell-diameter" in warning
 
 
+def test_auto_size_keeps_a_second_pass_that_finds_moderately_more_cells() -> None:
+    image = _discs(30.0)[0][:256, :256]
+    guess = first_guess(image)
+    assert guess is not None
+    # 0.7x the told size: unsettled, but only ~2x the cells, as nuclei told twice their size
+    diameter, _, warning = _sized_counter(lambda told: 0.7 * told).segment(image)
+    assert diameter < 0.8 * guess and warning == ""
+
+
 def test_a_given_size_is_used_as_is_without_a_warning() -> None:
-    counter = _sized_counter(lambda told: 0.6 * told)
+    counter = _sized_counter(lambda told: 0.5 * told)
     diameter, _, warning = counter.segment(_discs(30.0)[0][:256, :256], cell_diameter=25.0)
     assert diameter == 25.0 and warning == ""
+
+
+def test_measured_size_ignores_specks_a_fine_split_profile_keeps() -> None:
+    from cellcount.inference.cell_size import measured_diameter
+
+    labels = _discs(20.0)[1]
+    cells = int(labels.max())
+    specks = labels.copy()
+    for index in range(cells + 1, 3 * cells + 2):  # twice as many 2x2 specks as cells
+        y, x = divmod(index * 7, labels.shape[1] - 2)
+        specks[y % (labels.shape[0] - 2) : y % (labels.shape[0] - 2) + 2, x : x + 2] = index
+    assert median_diameter(specks) < 10  # the specks would halve the plain median
+    assert measured_diameter(specks, 20.0) == pytest.approx(median_diameter(labels), rel=0.05)
+    assert measured_diameter(np.zeros((8, 8), np.int32), 20.0) is None
 
 
 def test_count_estimates_the_size_of_real_nuclei(tmp_path: Path) -> None:

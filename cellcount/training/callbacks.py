@@ -145,10 +145,11 @@ class ThresholdSweep(pl.Callback):
             if best:
                 _store_threshold(Path(best), chosen, self.count_threshold, self.count_split)
             self._log_pictures(trainer, module, out / "threshold_sweep.png")
+        counted = self.count_result or {}
         log.info("threshold %.3f chosen on validation (F1 %.4f); counting threshold %.3f "
                  "with split %s (F1 %.4f, MPE %+.3f)", chosen, row["f1"],
-                 self.count_result["threshold"], self.count_split.as_dict(),
-                 self.count_result["f1"], self.count_result["mpe"])  # fmt: skip
+                 counted.get("threshold"), self.count_split.as_dict(),
+                 counted.get("f1"), counted.get("mpe"))  # fmt: skip
 
     # -- work ----------------------------------------------------------------------
     def run(
@@ -167,7 +168,10 @@ class ThresholdSweep(pl.Callback):
         return self.sweep(module, self.images(trainer)[: max_images or None], splits)
 
     def sweep(
-        self, module: CellSegModule, images: Images, splits: tuple[SplitProfile, ...] = (PAPER_SPLIT,)
+        self,
+        module: CellSegModule,
+        images: Images,
+        splits: tuple[SplitProfile, ...] = (PAPER_SPLIT,),
     ) -> tuple[dict[SplitProfile, list[dict[str, float]]], float]:
         """:meth:`run` on given full-size images ``(name, RGB float (H, W, 3), bool mask)``:
         the choices go into ``module`` (threshold buffer, counting hparams) and ``self``."""

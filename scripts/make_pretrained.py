@@ -100,7 +100,7 @@ def recalibrate(dsb: Path, fnc: Path, run_dir: Path) -> Path:
                          "model was trained on")  # fmt: skip
     module = load_module(target, "cpu")
     sweep: ThresholdSweep = instantiate(cfg.callbacks.threshold_sweep)
-    tables, chosen = sweep.sweep(module, images, COUNTING_SPLITS)
+    tables, chosen = sweep.sweep(module, images, COUNTING_SPLITS, progress=True)
     print(
         f"kneedle threshold {chosen:.3f} (card: {card['threshold']:.3f}); counting "
         f"{sweep.count_threshold:.3f} with {sweep.count_split.as_dict()}: {sweep.count_result}"

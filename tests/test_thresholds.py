@@ -204,3 +204,37 @@ def test_trained_checkpoint_carries_both_thresholds_and_counting_uses_the_unbias
     rows = (tiny_run / "counting_sweep.csv").read_text().splitlines()
     assert rows[0].startswith("window,min_area,keep_unmarked,threshold,f1")
     assert len(rows) - 1 == len(COUNTING_SPLITS) * (len(sweep) - 1)
+
+
+def test_sweep_on_given_images_reproduces_the_trained_choice(
+    tiny_run: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """What ``make_pretrained --recalibrate`` relies on: sweeping a trained model on its
+    validation images again, with a progress bar, makes the training run's choices."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.utils import instantiate
+
+    from cellcount.data.datamodule import CellDataModule
+    from cellcount.evaluation.postprocess import COUNTING_SPLITS, SplitProfile
+    from cellcount.inference.checkpoints import load_module, read_checkpoint
+    from tests.conftest import CONF_DIR, TINY_TRAIN_OVERRIDES
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=[
+            f"paths.output_dir={tiny_run.parent / 'outputs'}", f"paths.run_dir={tiny_run}",
+            *TINY_TRAIN_OVERRIDES,
+        ])  # fmt: skip
+    datamodule = CellDataModule(instantiate(cfg.data))
+    datamodule.prepare_data()
+    best = tiny_run / "checkpoints" / "best.ckpt"
+    hparams = read_checkpoint(best)["hyper_parameters"]
+    sweep = instantiate(cfg.callbacks.threshold_sweep)
+    images = datamodule.full_images("val")
+    _, chosen = sweep.sweep(load_module(best), images, COUNTING_SPLITS, progress=True)
+    assert chosen == pytest.approx(hparams["threshold"])
+    assert sweep.count_threshold == pytest.approx(hparams["count_threshold"])
+    assert sweep.count_split == SplitProfile.from_dict(hparams["count_split"])
+    assert sweep.count_result["threshold"] == sweep.count_threshold
+    assert "threshold sweep" in capsys.readouterr().err

@@ -172,16 +172,22 @@ class ThresholdSweep(pl.Callback):
         module: CellSegModule,
         images: Images,
         splits: tuple[SplitProfile, ...] = (PAPER_SPLIT,),
+        progress: bool = False,
     ) -> tuple[dict[SplitProfile, list[dict[str, float]]], float]:
         """:meth:`run` on given full-size images ``(name, RGB float (H, W, 3), bool mask)``:
-        the choices go into ``module`` (threshold buffer, counting hparams) and ``self``."""
+        the choices go into ``module`` (threshold buffer, counting hparams) and ``self``;
+        ``progress`` shows a bar over the images."""
+        from tqdm.auto import tqdm
+
         diameter = float(module.hparams["cell_diameter"])
         params = [PostprocessParams.from_cell_diameter(diameter, split) for split in splits]
         rank, world = _rank_world()
+        numbered = tqdm(enumerate(images), total=len(images), desc="threshold sweep",
+                        unit="image", disable=not progress)  # fmt: skip
         local = [
             (index, _sweep_profiles(predict_probabilities(module, image), truth, self.grid,
                                     params, self.radius, self.matching))
-            for index, (_, image, truth) in enumerate(images)
+            for index, (_, image, truth) in numbered
             if index % world == rank
         ]  # fmt: skip
         per_image = [matches for _, matches in sorted(_gather(local))]

@@ -28,6 +28,7 @@ from cellcount.data.sizes import (
 )
 from cellcount.evaluation.postprocess import PostprocessParams, SplitProfile, postprocess
 from cellcount.inference.cell_size import (
+    count_growth,
     first_guess,
     follows_told_size,
     measured_diameter,
@@ -281,9 +282,10 @@ class Counter:
         refined = self.labels(image, measured)
         if not follows_told_size(measured, measured_diameter(refined, measured), labels, refined):
             return measured, refined, ""
+        growth = count_growth(labels, refined)
         warning = (f"cell size uncertain: counted at {measured:.0f} px instead of "
-                   f"{diameter:.0f} px, the model finds {_ratio(refined, labels):.0f}x as many "
-                   "cells, again smaller than it was told; check the overlay and give "
+                   f"{diameter:.0f} px, the model finds {growth:.0f}x as many cells, again "
+                   "smaller than it was told; check the overlay and give "
                    "--cell-diameter")  # fmt: skip
         return diameter, labels, warning
 
@@ -291,11 +293,6 @@ class Counter:
         """Cells of a normalised image whose cells are ``cell_diameter`` px: int32 (H, W)."""
         params = PostprocessParams.from_cell_diameter(cell_diameter, self.split)
         return postprocess(self.probabilities(image, cell_diameter), self.threshold, params)
-
-
-def _ratio(labels: np.ndarray, reference: np.ndarray) -> float:
-    """How many times as many cells ``labels`` holds as ``reference`` (int (H, W) labels)."""
-    return labels.max(initial=0) / max(1, reference.max(initial=0))
 
 
 def parse_diameter(value: float | str) -> float | str:

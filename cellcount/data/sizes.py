@@ -20,22 +20,23 @@ MIN_SCALE, MAX_SCALE = 1 / 8, 4.0
 MIN_CELL_PIXELS = 4
 
 
-def cell_diameters(labels: np.ndarray) -> np.ndarray:
+def cell_diameters(labels: np.ndarray, min_area: int = MIN_CELL_PIXELS) -> np.ndarray:
     """Equivalent diameters (px) of the cells of an int (H, W) label image, float (K,).
 
     A bool mask is labelled first (4-connected components). Objects under
-    ``MIN_CELL_PIXELS`` pixels are left out.
+    ``min_area`` pixels are left out.
     """
     if labels.dtype == bool:
         labels = ndi.label(labels)[0]
     areas = np.bincount(labels.ravel())[1:]
-    areas = areas[areas >= MIN_CELL_PIXELS]
+    areas = areas[areas >= min_area]
     return 2.0 * np.sqrt(areas / np.pi)
 
 
-def median_diameter(labels: np.ndarray) -> float | None:
-    """Median equivalent diameter (px) of the cells of a label image or mask; None if none."""
-    diameters = cell_diameters(labels)
+def median_diameter(labels: np.ndarray, min_area: int = MIN_CELL_PIXELS) -> float | None:
+    """Median equivalent diameter (px) of the cells (of at least ``min_area`` px) of a
+    label image or mask; None if none."""
+    diameters = cell_diameters(labels, min_area)
     return float(np.median(diameters)) if diameters.size else None
 
 

@@ -19,7 +19,7 @@ import numpy as np
 from scipy import ndimage as ndi
 from skimage.filters import threshold_otsu
 
-from cellcount.data.sizes import MIN_CELL_PIXELS
+from cellcount.data.sizes import MIN_CELL_PIXELS, median_diameter
 from cellcount.evaluation.postprocess import PostprocessParams
 
 # A second pass runs when the model's cells are this far (relative) from the guess.
@@ -107,9 +107,7 @@ def measured_diameter(labels: np.ndarray, told: float) -> float | None:
         labels: int (H, W) cells, 0 = background.
     """
     smallest = PostprocessParams.from_cell_diameter(told).min_object_area
-    areas = np.bincount(labels.ravel())[1:]
-    areas = areas[areas >= max(smallest, MIN_CELL_PIXELS)]
-    return float(np.median(2.0 * np.sqrt(areas / np.pi))) if areas.size else None
+    return median_diameter(labels, max(smallest, MIN_CELL_PIXELS))
 
 
 def needs_refinement(guess: float, measured: float | None) -> bool:
@@ -130,4 +128,9 @@ def follows_told_size(
     """
     if measured is None or not needs_refinement(told, measured):
         return False
-    return second.max(initial=0) > MAX_REFINED_GROWTH * max(1, first.max(initial=0))
+    return count_growth(first, second) > MAX_REFINED_GROWTH
+
+
+def count_growth(first: np.ndarray, second: np.ndarray) -> float:
+    """How many times as many cells the int (H, W) labels ``second`` hold as ``first``."""
+    return second.max(initial=0) / max(1, first.max(initial=0))

@@ -3,10 +3,12 @@
 Two folders: the real 1600x1200 FNC images (each linked ``copies`` times; cells
 given as 40 px) and real 256x256 DSB 2018 nuclei images (cells given as 16 px, the
 model's own size). For each: the model-only prediction time per image (the floor
-of counting), then ``cellcount count`` with ``--prefetch 0`` (one image at a time,
-how the CLI counted before reading and writing overlapped) and with the default
-``--prefetch 2``, alternated over ``repeats`` runs; then once with the cell size
-estimated (``--cell-diameter auto``, the default) to give the cost of the estimate.
+of counting), then ``cellcount count`` one image at a time (``--prefetch 0
+--batch-images 1``, how the CLI counted before), with reading and writing overlapped,
+and also with equal images batched (the defaults), alternated over ``repeats`` runs;
+then once with the cell size estimated (``--cell-diameter auto``, the default), and,
+through the API, each image counted with ``auto`` and again given the size ``auto``
+chose: the estimate's own cost, apart from that of counting at another size.
 """
 
 from __future__ import annotations
@@ -22,7 +24,11 @@ from benchmarks.bench_common import FNC_CELL_DIAMETER, Result, Stats, progress
 from benchmarks.bench_counting import run_cli
 from cellcount.counter import Counter
 
-MODES = {"one at a time (`--prefetch 0`)": "0", "overlapped (`--prefetch 2`, default)": "2"}
+MODES = {
+    "one at a time (`--prefetch 0 --batch-images 1`)": ["--prefetch", "0", "--batch-images", "1"],
+    "overlapped (`--prefetch 2 --batch-images 1`)": ["--prefetch", "2", "--batch-images", "1"],
+    "overlapped and batched (defaults: `--prefetch 2 --batch-images 8`)": [],
+}
 SMALL_DIAMETER = 16.0  # DSB 2018 nuclei, about the model's own cell size
 
 
@@ -48,6 +54,24 @@ def _model_only(folder: Path, diameter: float) -> Stats:
     return Stats(times)
 
 
+def _estimate_cost(folder: Path) -> dict[str, float]:
+    """Seconds per image of ``Counter.count_normalized`` with ``auto`` and given the
+    diameter ``auto`` chose for that image (each after one untimed call)."""
+    auto = Counter.from_checkpoint("pretrained", "cpu")
+    seconds = {"auto": 0.0, "given its size": 0.0}
+    for path in sorted(folder.iterdir()):
+        normalized = auto.normalize(path)
+        chosen = auto.count_normalized(normalized).cell_diameter or auto.model_diameter
+        given = Counter.from_checkpoint("pretrained", "cpu", cell_diameter=chosen)
+        given.count_normalized(normalized)
+        for label, counter in (("auto", auto), ("given its size", given)):
+            start = time.perf_counter()
+            counter.count_normalized(normalized)
+            seconds[label] += time.perf_counter() - start
+    images = len(list(folder.iterdir()))
+    return {label: total / images for label, total in seconds.items()}
+
+
 def _per_image(folder: Path, out: Path, options: list[str]) -> float:
     """Mean seconds per image of one CLI run over the folder (steady state)."""
     argv = [str(folder), "--model", "pretrained", "--out", str(out), "--quiet", *options]
@@ -63,10 +87,11 @@ def _folder(folder: Path, scratch: Path, repeats: int, diameter: float) -> Resul
     model_only = _model_only(folder, diameter)
     modes: dict[str, list[float]] = {label: [] for label in MODES}
     for repeat in range(repeats):
-        for label, prefetch in MODES.items():
-            out = scratch / f"{folder.name}_{prefetch}_{repeat}"
-            modes[label].append(_per_image(folder, out, [*size, "--prefetch", prefetch]))
+        for index, (label, options) in enumerate(MODES.items()):
+            out = scratch / f"{folder.name}_{index}_{repeat}"
+            modes[label].append(_per_image(folder, out, [*size, *options]))
     auto = _per_image(folder, scratch / f"{folder.name}_auto", [])
+    estimate = _estimate_cost(folder)
     with Image.open(next(folder.iterdir())) as picture:
         width, height = picture.size
     progress(f"folder of {width}x{height}: " + ", ".join(
@@ -78,6 +103,7 @@ def _folder(folder: Path, scratch: Path, repeats: int, diameter: float) -> Resul
         "model_only": model_only,
         "modes": {label: Stats(times) for label, times in modes.items()},
         "auto": auto,
+        "estimate": estimate,
     }
 
 

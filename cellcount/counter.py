@@ -7,6 +7,7 @@ image and a per-cell table.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from cellcount.data.sizes import (
     MAX_SCALE,
     MIN_SCALE,
     rescale_image,
+    rescaled_shape,
     resize_smooth,
     scale_for,
 )
@@ -35,7 +37,12 @@ from cellcount.inference.cell_size import (
     needs_refinement,
 )
 from cellcount.inference.checkpoints import load_module
-from cellcount.inference.predict import predict_probabilities, resolve_device, resolve_precision
+from cellcount.inference.predict import (
+    predict_batch,
+    predict_probabilities,
+    resolve_device,
+    resolve_precision,
+)
 from cellcount.inference.pretrained import resolve_model
 from cellcount.runtime.allocator import tune_allocator
 from cellcount.training.module import CellSegModule
@@ -50,6 +57,18 @@ DEFAULT_TILE_SIZE = 1600
 # Tiles keep a 96 px margin on each side (the net's receptive field) plus some interior.
 MIN_TILE_SIZE = 256
 AUTO = "auto"
+# Images of one size predicted in one forward pass (at most; and within the tile
+# budget's pixels): on 2 CPU cores, 256 x 256 images cost ~30 % less each in batches
+# of 4-8 than one by one (BENCHMARKS.md section 9).
+DEFAULT_BATCH_IMAGES = 8
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The network's float32 (H, W) probabilities of an image counted at ``diameter`` px."""
+
+    diameter: float
+    probabilities: np.ndarray = field(repr=False)
 
 
 @dataclass
@@ -99,6 +118,8 @@ class Counter:
         tile_size: tile budget (px): images of up to ``tile_size ** 2`` px are predicted
             whole, larger ones in tiles of side <= ``tile_size``.
         batch_size: tiles per forward pass.
+        batch_images: images of one shape that :meth:`count_many` predicts in one
+            forward pass (at most; together within ``tile_size ** 2`` px); 1: one by one.
         tta: average the probabilities over horizontal/vertical flips.
         cell_diameter: typical cell diameter (px) in the images to count; ``"auto"``
             (default): estimated per image (:mod:`cellcount.inference.cell_size`);
@@ -123,6 +144,7 @@ class Counter:
         tile_size: int | None = DEFAULT_TILE_SIZE,
         batch_size: int = 1,
         tta: bool = False,
+        batch_images: int = DEFAULT_BATCH_IMAGES,
         cell_diameter: float | str | None = AUTO,
         precision: str = "auto",
         split: SplitProfile | None = None,
@@ -143,10 +165,12 @@ class Counter:
         self.normalization = module.normalization
         if tile_size is not None and tile_size < MIN_TILE_SIZE:
             raise ValueError(f"tile_size must be >= {MIN_TILE_SIZE} px (or None), got {tile_size}")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        for name, value in (("batch_size", batch_size), ("batch_images", batch_images)):
+            if value < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}")
         self.tile_size = tile_size
         self.batch_size = batch_size
+        self.batch_images = batch_images
         self.tta = tta
         self.precision = resolve_precision(precision, next(module.parameters()).device)
         tune_allocator()
@@ -207,9 +231,12 @@ class Counter:
         """
         return self.count_normalized(self.normalize(image, channel), image)
 
-    def count_normalized(self, normalized: Normalized, source: object = "the image") -> CountResult:
+    def count_normalized(
+        self, normalized: Normalized, source: object = "the image",
+        first: Prediction | None = None,
+    ) -> CountResult:  # fmt: skip
         """Count the cells of an image :meth:`normalize` returned (``source`` names it in
-        messages).
+        messages; ``first``: its first pass, when :meth:`count_many` predicted it).
 
         Raises:
             DataError: ``cell_diameter_um`` is set but the file records no pixel size.
@@ -220,7 +247,7 @@ class Counter:
             return CountResult(0, empty, [], self.threshold, normalized.image, 0.0,
                                normalized.warning, size)  # fmt: skip
         diameter, labels, size_warning = self.segment(
-            normalized.image, self._diameter_px(source, size)
+            normalized.image, self._diameter_px(source, size), first
         )
         return CountResult(
             count=int(labels.max(initial=0)), labels=labels,
@@ -229,6 +256,72 @@ class Counter:
             warning="; ".join(filter(None, (normalized.warning, size_warning))),
             pixel_size_um=size,
         )  # fmt: skip
+
+    def count_many(
+        self, images: Sequence[Normalized], sources: Sequence[object]
+    ) -> Iterator[CountResult | Exception]:
+        """:meth:`count_normalized` of each image (or the exception it raised), in order,
+        each as soon as it is done; the first passes of images of one shape counted at
+        one size are predicted first, in batches (of :meth:`batch_limit` images)."""
+        firsts = self._first_passes(images, sources)
+        for normalized, source, first in zip(images, sources, firsts, strict=True):
+            try:
+                yield self.count_normalized(normalized, source, first)
+            except Exception as err:  # this image's failure; the others stand
+                yield err
+
+    def batch_limit(self, shape: tuple[int, ...]) -> int:
+        """How many images of ``shape`` (as the network sees them) one forward pass
+        takes: ``batch_images``, at most the tile budget's pixels, 1 with ``tta``."""
+        if self.tta:
+            return 1
+        if self.tile_size is None:
+            return self.batch_images
+        return max(1, min(self.batch_images, self.tile_size**2 // (shape[0] * shape[1])))
+
+    def first_diameter(self, image: np.ndarray, cell_diameter: float | None = None) -> float:
+        """The size (px) the first pass of an image counts at: ``cell_diameter``, the
+        Counter's, or with ``auto`` the image's first guess (else the model's own)."""
+        if cell_diameter is not None or self.cell_diameter != AUTO:
+            return float(cell_diameter or self.cell_diameter)
+        return first_guess(image) or self.model_diameter
+
+    def _first_passes(
+        self, images: Sequence[Normalized], sources: Sequence[object]
+    ) -> list[Prediction | None]:
+        """The first pass of each image (None where there is none to make: no contrast,
+        or a size in µm the file cannot convert, which counting reports)."""
+        planned: dict[tuple[float, tuple[int, ...]], list[int]] = {}
+        for index, (normalized, source) in enumerate(zip(images, sources, strict=True)):
+            if not normalized.countable:
+                continue
+            try:
+                told = self._diameter_px(source, normalized.pixel_size_um)
+            except DataError:
+                continue
+            key = (self.first_diameter(normalized.image, told), normalized.image.shape)
+            planned.setdefault(key, []).append(index)
+        firsts: list[Prediction | None] = [None] * len(images)
+        for (diameter, shape), members in planned.items():
+            scale = scale_for(diameter, self.model_diameter)
+            step = self.batch_limit(rescaled_shape(shape[:2], scale))
+            for start in range(0, len(members), step):
+                chunk = members[start : start + step]
+                probs = self._batch_probabilities([images[i].image for i in chunk], diameter)
+                for index, prob in zip(chunk, probs, strict=True):
+                    firsts[index] = Prediction(diameter, prob)
+        return firsts
+
+    def _batch_probabilities(self, images: list[np.ndarray], diameter: float) -> list[np.ndarray]:
+        """:meth:`probabilities` of images of one shape at one diameter, in one batch."""
+        if len(images) == 1:
+            return [self.probabilities(images[0], diameter)]
+        scale = scale_for(diameter, self.model_diameter)
+        if abs(scale - 1) < 1e-3:
+            return predict_batch(self.module, images, self.precision)
+        scaled = [rescale_image(image, scale) for image in images]
+        probs = predict_batch(self.module, scaled, self.precision)
+        return [resize_smooth(prob, images[0].shape[:2]) for prob in probs]
 
     @property
     def diameter_range(self) -> tuple[float, float]:
@@ -253,25 +346,29 @@ class Counter:
         return diameter
 
     def segment(
-        self, image: np.ndarray, cell_diameter: float | None = None
-    ) -> tuple[float, np.ndarray, str]:
+        self, image: np.ndarray, cell_diameter: float | None = None,
+        first: Prediction | None = None,
+    ) -> tuple[float, np.ndarray, str]:  # fmt: skip
         """The cell diameter used, the int32 (H, W) labels of a normalised image, and a
         warning (empty, or why the automatic size is not to be trusted).
 
-        With ``auto``: count at the first guess; if the model finds nothing there,
-        at half and then twice the guess; then, if the cells found differ from the
-        size counted at by more than the tolerance, once more at their size. That
-        second count is rejected, with a warning, when the model's objects follow
-        whatever size it is told, as on textured tissue
+        The first pass counts at :meth:`first_diameter` (``first``, when given, holds
+        its prediction). With ``auto``: if the model finds nothing there, count at half
+        and then twice that guess; then, if the cells found differ from the size
+        counted at by more than the tolerance, once more at their size. That second
+        count is rejected, with a warning, when the model's objects follow whatever
+        size it is told, as on textured tissue
         (:func:`~cellcount.inference.cell_size.follows_told_size`): the first is kept
         (docs/method.md#cell-size).
         """
+        if first is None:
+            diameter = self.first_diameter(image, cell_diameter)
+            first = Prediction(diameter, self.probabilities(image, diameter))
         if cell_diameter is not None or self.cell_diameter != AUTO:
-            diameter = float(cell_diameter or self.cell_diameter)
-            return diameter, self.labels(image, diameter), ""
-        guess = first_guess(image) or self.model_diameter
+            return first.diameter, self.labels(image, first.diameter, first), ""
+        guess = first.diameter
         for diameter in (guess, guess / 2, guess * 2):
-            labels = self.labels(image, diameter)
+            labels = self.labels(image, diameter, first)
             measured = measured_diameter(labels, diameter)
             if measured is not None:
                 break
@@ -289,10 +386,17 @@ class Counter:
                    "--cell-diameter")  # fmt: skip
         return diameter, labels, warning
 
-    def labels(self, image: np.ndarray, cell_diameter: float) -> np.ndarray:
-        """Cells of a normalised image whose cells are ``cell_diameter`` px: int32 (H, W)."""
+    def labels(
+        self, image: np.ndarray, cell_diameter: float, known: Prediction | None = None
+    ) -> np.ndarray:
+        """Cells of a normalised image whose cells are ``cell_diameter`` px: int32 (H, W)
+        (``known``: a prediction already made, used when it is at that size)."""
         params = PostprocessParams.from_cell_diameter(cell_diameter, self.split)
-        return postprocess(self.probabilities(image, cell_diameter), self.threshold, params)
+        if known is not None and known.diameter == cell_diameter:
+            probabilities = known.probabilities
+        else:
+            probabilities = self.probabilities(image, cell_diameter)
+        return postprocess(probabilities, self.threshold, params)
 
 
 def parse_diameter(value: float | str) -> float | str:

@@ -329,23 +329,27 @@ def test_run_saves_json_and_renders_it(tmp_path: Path) -> None:
     assert "QUICK SMOKE RUN" in page and "## 1. Weight map (training targets)" in page
 
 
-def _folder_result(shape: str, model: float, one: float, overlapped: float, auto: float) -> Any:
-    modes = dict(zip(bench_throughput.MODES, (_stats(one), _stats(overlapped)), strict=True))
+def _folder_result(shape: str, model: float, one: float, batched: float, auto: float,
+                   chosen: float) -> Any:  # fmt: skip
+    times = (_stats(one), _stats((one + batched) / 2), _stats(batched))
+    modes = dict(zip(bench_throughput.MODES, times, strict=True))
     return {"shape": shape, "images": 8, "diameter": 16.0, "model_only": _stats(model),
-            "modes": modes, "auto": auto}  # fmt: skip
+            "modes": modes, "auto": auto,
+            "estimate": {"auto": auto, "given its size": chosen}}  # fmt: skip
 
 
 def test_throughput_goals_are_ratios_of_the_same_run(fake_results: dict[str, Any]) -> None:
     fake_results["sections"]["9"] = {"folders": [
-        _folder_result("1600x1200", 0.8, 0.95, 0.85, 1.1),
-        _folder_result("256x256", 0.05, 0.12, 0.06, 0.08)]}  # fmt: skip
+        _folder_result("1600x1200", 0.8, 0.95, 0.85, 1.1, 0.88),
+        _folder_result("256x256", 0.05, 0.12, 0.06, 0.08, 0.05)]}  # fmt: skip
     page = rendering.render(fake_results)
-    # 0.85 / 0.8 = 1.06; 0.12 / 0.06 = 2.0; 1.1 / 0.85 = 1.29 and 0.08 / 0.06 = 1.33.
+    # The default (batched) mode: 0.85 / 0.8 = 1.06; 0.12 / 0.06 = 2.0; auto over it
+    # 1.1 / 0.85 = 1.29 and 0.08 / 0.06 = 1.33; over the size auto chose 1.25 and 1.60.
     assert "| counting a folder of 1600x1200, per image, over model-only prediction | <= 1.1x " \
         "| 1.06x |" in page  # fmt: skip
-    assert "| counting a folder of 256x256, images/s, overlapped over one at a time | >= 3x " \
-        "| 2.00x |" in page  # fmt: skip
-    assert "| <= 1.5x | 1.29x; 1.33x |" in page
+    assert "| counting a folder of 256x256, images/s, overlapped and batched over one at a " \
+        "time | >= 3x | 2.00x |" in page  # fmt: skip
+    assert "| <= 1.5x | 1.29x (1.25x); 1.33x (1.60x) |" in page
     assert "## 9. Folder throughput" in page
 
 
@@ -362,6 +366,7 @@ def test_throughput_section_counts_both_folders(tmp_path: Path) -> None:
     assert (second["shape"], second["images"]) == ("256x256", 1)
     for folder in data["folders"]:
         assert set(folder["modes"]) == set(bench_throughput.MODES) and folder["auto"] > 0
+        assert min(folder["estimate"].values()) > 0
     assert "| 256x256, 1 images, 16 px cells |" in rendering.section_throughput(data).body
 
 

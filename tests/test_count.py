@@ -143,3 +143,32 @@ def test_cell_table_equals_regionprops_on_the_grey_image() -> None:
 def test_cli_and_api_share_the_default_tile_size() -> None:
     assert build_parser().get_default("tile_size") == DEFAULT_TILE_SIZE
     assert inspect.signature(Counter).parameters["tile_size"].default == DEFAULT_TILE_SIZE
+
+
+@pytest.mark.parametrize("diameter", ["auto", 25.0])
+def test_count_many_batches_equal_images_and_counts_like_one_by_one(
+    tiny_run: Path, diameter: float | str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import cellcount.counter as counter_module
+
+    counter = Counter.from_checkpoint(tiny_run / "checkpoints" / "best.ckpt", "cpu",
+                                      cell_diameter=diameter, batch_images=2)  # fmt: skip
+    paths = [p for p in samples.images("dsb2018") if read_image(p).shape[:2] == (520, 696)]
+    images = [counter.normalize(path) for path in [*paths, paths[0]]]  # 5 images of one shape
+    batches: list[int] = []
+    real_batch = counter_module.predict_batch
+
+    def spy(net: object, batch: list[np.ndarray], precision: str = "fp32") -> list[np.ndarray]:
+        batches.append(len(batch))
+        return real_batch(net, batch, precision)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(counter_module, "predict_batch", spy)
+    many = list(counter.count_many(images, [*paths, paths[0]]))
+    # Given a size, five images go in batches of two and one alone; with auto, each image
+    # has its own first guess but the last one, the first again, which shares its batch.
+    assert batches == ([2] if diameter == "auto" else [2, 2])
+    for normalized, result in zip(images, many, strict=True):
+        assert isinstance(result, counter_module.CountResult)
+        alone = counter.count_normalized(normalized)
+        assert result.count == alone.count and result.cell_diameter == alone.cell_diameter
+        assert (result.labels != alone.labels).mean() < 1e-4

@@ -25,10 +25,11 @@ def _failing_on(name: str, error: BaseException) -> Callable[..., object]:
     """``Counter.count_normalized`` that raises ``error`` for the file called ``name``."""
     real_count = Counter.count_normalized
 
-    def count(self: Counter, normalized: Normalized, source: object = "") -> object:
+    def count(self: Counter, normalized: Normalized, source: object = "", first: object = None
+              ) -> object:  # fmt: skip
         if Path(str(source)).name == name:
             raise error
-        return real_count(self, normalized, source)
+        return real_count(self, normalized, source, first)  # type: ignore[arg-type]
 
     return count
 
@@ -187,6 +188,7 @@ def test_the_api_checks_its_options_too(tiny_run: Path) -> None:
 
     module = load_module(tiny_run / "checkpoints" / "best.ckpt")
     for options, message in [({"batch_size": 0}, "batch_size must be >= 1"),
+                             ({"batch_images": 0}, "batch_images must be >= 1"),
                              ({"tile_size": 7}, "tile_size must be >= 256"),
                              ({"threshold": 1.5}, "threshold must be in")]:  # fmt: skip
         with pytest.raises(ValueError, match=message):

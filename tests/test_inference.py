@@ -12,6 +12,7 @@ from cellcount.inference.checkpoints import load_module, save_checkpoint
 from cellcount.inference.predict import (
     _keep,
     padded_index,
+    predict_batch,
     predict_probabilities,
     tile_side,
     tile_starts,
@@ -149,3 +150,14 @@ def test_auto_precision_follows_the_hardware() -> None:
     assert resolve_precision("fp32", cpu) == "fp32"
     with pytest.raises(ValueError, match="precision must be one of"):
         resolve_precision("fp16", cpu)
+
+
+def test_a_batch_of_equal_images_predicts_like_each_alone(module: CellSegModule) -> None:
+    rng = np.random.default_rng(1)
+    images = [rng.random((45, 70, 3), dtype=np.float32) for _ in range(3)]
+    batched = predict_batch(module, images)
+    for image, prob in zip(images, batched, strict=True):
+        assert prob.shape == (45, 70)
+        np.testing.assert_allclose(prob, predict_probabilities(module, image), atol=1e-5)
+    with pytest.raises(ValueError, match="one shape"):
+        predict_batch(module, [images[0], images[0][:40]])

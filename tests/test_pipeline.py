@@ -6,6 +6,7 @@ import csv
 import shutil
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -33,10 +34,10 @@ class _Tracker:
             self.most_held = max(self.most_held, self.held)
         return item
 
-    def compute(self, item: int) -> int:
+    def compute(self, group: list[int]) -> list[int]:
         self._enter("compute")
         time.sleep(0.002)
-        return item * 10
+        return [item * 10 for item in group]
 
     def write(self, item: int) -> int:
         self._enter("write")
@@ -52,7 +53,8 @@ def test_every_item_arrives_in_order_with_bounded_memory(depth: int) -> None:
     results: list[int] = []
     run_overlapped(range(40), tracker.read, tracker.compute, tracker.write, results.append, depth)
     assert results == [i * 10 + 1 for i in range(40)]
-    assert tracker.most_held <= 2 * depth + 3  # two queues + one item in each stage
+    # two queues + one item in each stage + the next item, read to see if it joins the group
+    assert tracker.most_held <= 2 * depth + 4
     main_thread = threading.current_thread().name
     assert tracker.threads["compute"] == {main_thread}
     if depth:  # reading and writing happen in their own threads
@@ -64,13 +66,15 @@ def test_every_item_arrives_in_order_with_bounded_memory(depth: int) -> None:
 def test_computed_items_are_still_written_after_an_interrupt() -> None:
     written: list[int] = []
 
-    def compute(item: int) -> int:
-        if item == 5:
-            raise KeyboardInterrupt
-        return item
+    def compute(group: list[int]) -> Iterator[int]:
+        for item in group:
+            if item == 5:
+                raise KeyboardInterrupt
+            yield item
 
-    with pytest.raises(KeyboardInterrupt):
-        run_overlapped(range(100), lambda i: i, compute, lambda i: i, written.append, 2)
+    with pytest.raises(KeyboardInterrupt):  # in groups of three: 3 and 4 came before 5
+        run_overlapped(range(100), lambda i: i, compute, lambda i: i, written.append, 2,
+                       lambda group, item: len(group) < 3)  # fmt: skip
     assert written == [0, 1, 2, 3, 4]  # everything computed before the interrupt
 
 
@@ -83,9 +87,28 @@ def test_an_error_in_a_worker_thread_reaches_the_caller(stage: str) -> None:
 
     stages = {"read": lambda i: i, "write": lambda i: i, stage: fail}
     with pytest.raises(ValueError, match=f"{stage} failed"):
-        run_overlapped(range(10), stages["read"], lambda i: i, stages["write"], lambda i: None)
+        run_overlapped(range(10), stages["read"], list, stages["write"], lambda i: None)
     with pytest.raises(ValueError, match="depth"):
-        run_overlapped([], lambda i: i, lambda i: i, lambda i: i, lambda i: None, -1)
+        run_overlapped([], lambda i: i, list, lambda i: i, lambda i: None, -1)
+
+
+@pytest.mark.parametrize("depth", [0, 2])
+def test_consecutive_items_that_join_are_computed_as_one_group(depth: int) -> None:
+    seen: list[list[int]] = []
+
+    def compute(group: list[int]) -> list[int]:
+        seen.append(group)
+        return [item + 100 for item in group]
+
+    def same_tens_at_most_four(group: list[int], item: int) -> bool:
+        return group[0] // 10 == item // 10 and len(group) < 4
+
+    results: list[int] = []
+    items = [1, 2, 3, 4, 5, 11, 12, 21]
+    run_overlapped(items, lambda i: i, compute, lambda i: i, results.append, depth,
+                   same_tens_at_most_four)  # fmt: skip
+    assert seen == [[1, 2, 3, 4], [5], [11, 12], [21]]
+    assert results == [item + 100 for item in items]
 
 
 def test_overlapped_and_one_at_a_time_counting_write_the_same_results(
@@ -98,11 +121,15 @@ def test_overlapped_and_one_at_a_time_counting_write_the_same_results(
     model = ["--ckpt", str(tiny_run / "checkpoints" / "best.ckpt"), "--device", "cpu",
              "--quiet", "--cell-diameter", "25", "--per-cell"]  # fmt: skip
     tables = {}
-    for prefetch in ("0", "3"):
-        out = tmp_path / f"out{prefetch}"
-        assert main([str(folder), "--out", str(out), "--prefetch", prefetch, *model]) == 0
+    runs = {"one at a time": ["--prefetch", "0", "--batch-images", "1"],
+            "overlapped": ["--prefetch", "3", "--batch-images", "1"],
+            "overlapped, batched": ["--prefetch", "3"]}  # fmt: skip
+    for run, options in runs.items():
+        out = tmp_path / run.replace(" ", "_").replace(",", "")
+        assert main([str(folder), "--out", str(out), *options, *model]) == 0
         with (out / "counts.csv").open() as handle:
-            tables[prefetch] = list(csv.DictReader(handle))
-        assert len(list((out / "cells").iterdir())) == len(tables[prefetch])
-    assert [row["name"] for row in tables["3"]] == sorted(p.stem for p in folder.iterdir())
-    assert tables["0"] == tables["3"]
+            tables[run] = list(csv.DictReader(handle))
+        assert len(list((out / "cells").iterdir())) == len(tables[run])
+    names = [row["name"] for row in tables["overlapped"]]
+    assert names == sorted(p.stem for p in folder.iterdir())
+    assert tables["one at a time"] == tables["overlapped"] == tables["overlapped, batched"]

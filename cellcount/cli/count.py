@@ -29,7 +29,7 @@ import glob
 import json
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -45,6 +45,7 @@ from tqdm.auto import tqdm
 from cellcount.counter import (
     AUTO,
     CELL_COLUMNS,
+    DEFAULT_BATCH_IMAGES,
     DEFAULT_TILE_SIZE,
     MIN_TILE_SIZE,
     Counter,
@@ -312,6 +313,7 @@ def make_counter(options: argparse.Namespace, checkpoint: Path) -> Counter:
     counter = Counter.from_checkpoint(
         checkpoint, options.device, threshold=options.threshold,
         tile_size=options.tile_size, batch_size=options.batch_size, tta=options.tta,
+        batch_images=options.batch_images,
         cell_diameter=options.cell_diameter, precision=options.precision,
         cell_diameter_um=options.cell_diameter_um,
         plane=PlaneChoice(options.scene, options.time, options.z, options.z_project),
@@ -363,7 +365,7 @@ class ImageCounting:
 
     def one(self, pair: tuple[Path, str]) -> dict[str, Any]:
         """The row of one image: reused, or read, counted and written."""
-        return self.write(self.compute(self.read(pair)))
+        return self.write(next(self.compute([self.read(pair)])))
 
     def read(self, pair: tuple[Path, str]) -> Job:
         """Reuse the image's previous row when nothing changed, else read and normalise it."""
@@ -383,15 +385,32 @@ class ImageCounting:
                 self._failed(job, err)
         return job
 
-    def compute(self, job: Job) -> Job:
-        """Segment a read image (the network and post-processing)."""
-        if job.row is None and job.normalized is not None:
-            try:
-                job.result = self.counter.count_normalized(job.normalized, job.path)
-            except Exception as err:
-                self._failed(job, err)
-            job.normalized = None
-        return job
+    def compute(self, jobs: list[Job]) -> Iterator[Job]:
+        """Segment read images (the network, in batches where they allow, and
+        post-processing), yielding each job as soon as it is done."""
+        todo = [job.row is None and job.normalized is not None for job in jobs]
+        images = [job.normalized for job, do in zip(jobs, todo, strict=True)
+                  if do and job.normalized is not None]  # fmt: skip
+        paths = [job.path for job, do in zip(jobs, todo, strict=True) if do]
+        results = self.counter.count_many(images, paths)
+        for job, do in zip(jobs, todo, strict=True):
+            if do:
+                result = next(results)
+                if isinstance(result, Exception):
+                    self._failed(job, result)
+                else:
+                    job.result = result
+                job.normalized = None
+            yield job
+
+    def joins(self, group: list[Job], job: Job) -> bool:
+        """Whether a read image may be counted in one batch with ``group``: images of
+        one shape, as many as the counter predicts together (done images join any)."""
+        if job.normalized is None:
+            return True
+        shapes = [j.normalized.image.shape for j in group if j.normalized is not None]
+        shape = job.normalized.image.shape
+        return all(s == shape for s in shapes) and len(shapes) < self.counter.batch_limit(shape)
 
     def write(self, job: Job) -> dict[str, Any]:
         """Write a counted image's files, score it against the truth, record it."""
@@ -456,7 +475,7 @@ def count_all(options: argparse.Namespace, bar: Callable[..., Any] = tqdm) -> in
             count_on_dask(options.dask, inputs, counting, done)
         else:
             run_overlapped(inputs, counting.read, counting.compute, counting.write, done,
-                           options.prefetch)  # fmt: skip
+                           options.prefetch, counting.joins)  # fmt: skip
     finally:  # also on Ctrl-C: every finished row is kept
         table.close()
         progress.close()
@@ -530,7 +549,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_plane_options(parser)
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
     parser.add_argument("--batch-size", type=at_least(1), default=1,
-                        help="tiles per forward pass (>= 1)")  # fmt: skip
+                        help="tiles of a large image per forward pass (>= 1)")  # fmt: skip
+    parser.add_argument("--batch-images", type=at_least(1), default=DEFAULT_BATCH_IMAGES,
+                        metavar="N",
+                        help="consecutive images of one size, counted at one cell size, "
+                             "predicted in one forward pass (at most N, together within the "
+                             "tile budget; default %(default)s; 1: one by one)")  # fmt: skip
     parser.add_argument("--tile-size", type=at_least(MIN_TILE_SIZE), default=DEFAULT_TILE_SIZE,
                         metavar="SIZE",
                         help="tile budget (px): images of up to SIZE x SIZE pixels are "

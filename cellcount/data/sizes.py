@@ -47,7 +47,7 @@ def scale_for(diameter: float, reference: float) -> float:
 
 def rescale_image(image: np.ndarray, scale: float) -> np.ndarray:
     """float32 (H, W, C) image resized by ``scale`` (bilinear, anti-aliased when shrinking)."""
-    return resize_smooth(image, _scaled_shape(image.shape[:2], scale))
+    return resize_smooth(image, rescaled_shape(image.shape[:2], scale))
 
 
 def resize_smooth(array: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -72,10 +72,11 @@ def resize_smooth(array: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 
 def rescale_truth(truth: np.ndarray, scale: float) -> np.ndarray:
     """A bool mask or int label image resized by ``scale`` (nearest: ids and values kept)."""
-    shape = _scaled_shape(truth.shape, scale)
+    shape = rescaled_shape(truth.shape, scale)
     out = resize(truth, shape, order=0, anti_aliasing=False, preserve_range=True)
     return out.astype(truth.dtype, copy=False)
 
 
-def _scaled_shape(shape: tuple[int, ...], scale: float) -> tuple[int, int]:
+def rescaled_shape(shape: tuple[int, ...], scale: float) -> tuple[int, int]:
+    """The (rows, cols) of an image of ``shape`` (H, W, ...) resized by ``scale`` (>= 1 px)."""
     return max(1, round(shape[0] * scale)), max(1, round(shape[1] * scale))

@@ -266,6 +266,41 @@ def _stitch(
     return out
 
 
+def predict_batch(
+    net: nn.Module, images: list[np.ndarray], precision: str = "fp32"
+) -> list[np.ndarray]:
+    """Probabilities of images of one shape, predicted whole in one forward pass.
+
+    Each image is padded as :func:`predict_probabilities` pads an image it predicts
+    whole, so each result equals that function's (up to float rounding).
+
+    Args:
+        images: float (H, W, 3) RGB in [0, 1], all of the same (H, W).
+
+    Returns:
+        float32 (H, W) probabilities in [0, 1], one per image.
+
+    Raises:
+        ValueError: the images differ in shape.
+    """
+    shapes = {image.shape for image in images}
+    if len(shapes) != 1:
+        raise ValueError(f"predict_batch needs images of one shape, got {sorted(shapes)}")
+    precision = resolve_precision(precision, next(net.parameters()).device)
+    multiple = input_multiple(net)
+    height, width = images[0].shape[:2]
+    size = (round_up(height, multiple), round_up(width, multiple))
+    index = (padded_index(height, multiple, size[0]), padded_index(width, multiple, size[1]))
+    batch = np.concatenate([_batch(image, [(0, 0)], size, index) for image in images])
+    was_training = net.training
+    net.eval()
+    try:
+        probs = _forward(net, batch, precision)
+    finally:
+        net.train(was_training)
+    return [prob[:height, :width] for prob in probs]
+
+
 def model_segmenter(module: CellSegModule, threshold: float) -> Segmenter:
     """A trained model with its post-processing, as a :data:`Segmenter`."""
     params = module.postprocess_params()

@@ -2,11 +2,14 @@
 
 :func:`run_overlapped` runs ``read`` in a reader thread, ``compute`` in the calling
 thread and ``write`` in a writer thread, connected by queues of at most ``depth``
-items, so that at most ``2 * depth + 2`` items are held at once whatever the
-number of items. The network and the post-processing (numpy, scipy, PIL and
-zlib release the GIL) run while the next image is decoded and the previous one's
-files are encoded. ``done`` is called in the calling thread with each result of
-``write``, in the order of ``items``.
+items, so that at most ``2 * depth + 3`` items, plus one group, are held at once
+whatever the number of items (the third: the next item, read to see whether it
+joins the group). ``compute`` takes a group of consecutive items (those
+that ``joins`` lets in, e.g. small images of one size that the network predicts in
+one batch) and returns one result per item. The network and the post-processing
+(numpy, scipy, PIL and zlib release the GIL) run while the next image is decoded and
+the previous one's files are encoded. ``done`` is called in the calling thread with
+each result of ``write``, in the order of ``items``.
 
 On an exception or Ctrl-C in the calling thread, the items already computed are
 still written and passed to ``done`` before the exception goes on, so no
@@ -17,7 +20,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -45,24 +48,49 @@ _END = _End()
 @dataclass
 class _Stages(Generic[Item, Loaded, Computed, Written]):
     read: Callable[[Item], Loaded]
-    compute: Callable[[Loaded], Computed]
+    compute: Callable[[list[Loaded]], Iterable[Computed]]
     write: Callable[[Computed], Written]
     done: Callable[[Written], None]
+    joins: Callable[[list[Loaded], Loaded], bool]
+
+
+def alone(group: list[Any], item: Any) -> bool:
+    """The default of ``joins``: every item is computed on its own."""
+    return False
+
+
+def groups(loaded: Iterable[Loaded], joins: Callable[[list[Loaded], Loaded], bool]
+           ) -> Iterator[list[Loaded]]:  # fmt: skip
+    """Consecutive items of ``loaded`` in groups: an item joins the group before it when
+    ``joins(group, item)``, else starts the next one."""
+    group: list[Loaded] = []
+    for item in loaded:
+        if group and not joins(group, item):
+            yield group
+            group = []
+        group.append(item)
+    if group:
+        yield group
 
 
 def run_overlapped(
     items: Iterable[Item],
     read: Callable[[Item], Loaded],
-    compute: Callable[[Loaded], Computed],
+    compute: Callable[[list[Loaded]], Iterable[Computed]],
     write: Callable[[Computed], Written],
     done: Callable[[Written], None],
     depth: int = 2,
+    joins: Callable[[list[Loaded], Loaded], bool] = alone,
 ) -> None:
-    """``done(write(compute(read(item))))`` for every item, stages overlapped.
+    """``done(write(result))`` for every result of ``compute`` over the read items in
+    groups (:func:`groups`), in the order of ``items``, stages overlapped.
 
     Args:
+        compute: a group of read items -> one result per item, in their order (an
+            iterator: each result is written as soon as it comes).
         depth: queue length between stages (>= 0); 0 runs every stage in the calling
-            thread, one item at a time.
+            thread, one group at a time.
+        joins: whether a read item joins the group before it (default: never).
 
     Raises:
         ValueError: ``depth`` < 0.
@@ -71,10 +99,11 @@ def run_overlapped(
     if depth < 0:
         raise ValueError(f"depth must be >= 0, got {depth}")
     if depth == 0:
-        for item in items:
-            done(write(compute(read(item))))
+        for group in groups(map(read, items), joins):
+            for result in compute(group):
+                done(write(result))
         return
-    _Pipeline(_Stages(read, compute, write, done), depth).run(items)
+    _Pipeline(_Stages(read, compute, write, done, joins), depth).run(items)
 
 
 class _Pipeline(Generic[Item, Loaded, Computed, Written]):
@@ -93,8 +122,9 @@ class _Pipeline(Generic[Item, Loaded, Computed, Written]):
         reader.start()
         writer.start()
         try:
-            while not isinstance(entry := self.loaded.get(), _End):
-                self.computed.put(self.stages.compute(_unwrap(entry)))
+            for group in groups(self._loaded(), self.stages.joins):
+                for result in self.stages.compute(group):
+                    self.computed.put(result)
                 self._deliver(block=False)
         finally:  # write what was computed, also after an error or Ctrl-C
             self.stop.set()
@@ -102,6 +132,11 @@ class _Pipeline(Generic[Item, Loaded, Computed, Written]):
             writer.join()
             reader.join()
             self._deliver(block=False)
+
+    def _loaded(self) -> Iterator[Loaded]:
+        """The read items, as the reader thread queues them (raising its exception)."""
+        while not isinstance(entry := self.loaded.get(), _End):
+            yield _unwrap(entry)
 
     def _read_all(self, items: Iterable[Item]) -> None:
         try:

@@ -20,7 +20,7 @@ from cellcount.data.sizes import (
     rescale_truth,
     scale_for,
 )
-from cellcount.inference.cell_size import first_guess, needs_refinement
+from cellcount.inference.cell_size import _distances, first_guess, needs_refinement
 
 
 def _discs(diameter: float, touching: bool = False, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -68,6 +68,19 @@ def test_a_bright_structure_is_no_size_guess(diameter: float) -> None:
 def test_no_objects_no_guess() -> None:
     assert first_guess(np.zeros((64, 64, 3), np.float32)) is None
     assert median_diameter(np.zeros((8, 8), np.int32)) is None
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_fast_distances_equal_scipy_including_at_the_border(seed: int) -> None:
+    from scipy import ndimage as ndi
+
+    rng = np.random.default_rng(seed)
+    mask = ndi.binary_opening(rng.random((97, 131)) < 0.7)  # blobs, many touching the border
+    mask[:, 0] = mask[0, :] = True  # whole edges inside: distance counts from outside only
+    assert mask.any() and not mask.all()
+    fast = _distances(mask)
+    assert fast.shape == mask.shape and not fast[~mask].any()
+    np.testing.assert_allclose(fast, ndi.distance_transform_edt(mask), atol=1e-5)
 
 
 def test_median_diameter_and_rescaling_round_trip() -> None:

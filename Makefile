@@ -1,8 +1,9 @@
 PY ?= python3
 VENV ?= .venv
+PEERS ?= cellpose,stardist
 BIN := $(VENV)/bin
 
-.PHONY: install test test-all lint typecheck package-check bench peers-env peers real-data pretrained dsb-table1 samples-scores clean
+.PHONY: install test test-all lint typecheck package-check bench peers-env stardist-env peers real-data pretrained dsb-table1 samples-scores clean
 
 install:  ## create .venv and install cellcount (editable) with dev extras
 	$(PY) -m venv $(VENV)
@@ -35,6 +36,14 @@ peers-env:  ## .venv-peers with Cellpose 3 for the peer benchmark (bench section
 	$(BIN)/python -c "import site; print(site.getsitepackages()[0])" > .venv-peers/lib/python$$($(BIN)/python -c "import sys; print(f'{sys.version_info[0]}.{sys.version_info[1]}')")/site-packages/zz_cellcount_main.pth
 	.venv-peers/bin/pip install 'cellpose>=3.1,<4'
 
+# StarDist 0.9 on TensorFlow CPU as a second peer, in its own environment (no torch).
+# csbdeep>=0.8.2 runs on TensorFlow 2.16+'s Keras 3 as it is: no tf-keras, no TF_USE_LEGACY_KERAS.
+stardist-env:  ## .venv-stardist with StarDist 0.9 on TensorFlow CPU for the peer benchmark
+	$(PY) -m venv .venv-stardist
+	echo '*' > .venv-stardist/.gitignore  # git ignores the environment (as Python 3.13's venv does)
+	.venv-stardist/bin/pip install 'stardist>=0.9,<0.10' 'csbdeep>=0.8.2,<0.9' 'tensorflow-cpu>=2.15,<3' tifffile pillow
+	.venv-stardist/bin/python -c "import stardist, tensorflow; print('stardist', stardist.__version__, 'tensorflow', tensorflow.__version__)"
+
 clean:
 	rm -rf .pytest_cache .mypy_cache .ruff_cache
 
@@ -49,8 +58,8 @@ pretrained:  ## train the shipped `pretrained` model -> cellcount/resources/mode
 dsb-table1:  ## DSB 2018 Table 1: c_resunet trained on DSB vs the classical baseline -> outputs/dsb_benchmark/
 	$(BIN)/python -m scripts.dsb_table1
 
-peers:  ## train Cellpose 3 from scratch on the DSB training images (55 min, once) and score it beside cellcount -> docs/results/peers.md
-	$(BIN)/python -m scripts.peers
+peers:  ## train the peers (Cellpose 3, StarDist; PEERS=cellpose,stardist) from scratch on the DSB training images (~1 h each, once) and score them beside cellcount -> docs/results/peers.md
+	$(BIN)/python -m scripts.peers --peers $(PEERS)
 
 samples-scores:  ## the shipped model on every shipped sample set -> docs/results/samples.md
 	$(BIN)/python -m scripts.score_samples

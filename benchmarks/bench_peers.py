@@ -64,8 +64,9 @@ def cellcount_times(path: Path, repeats: int) -> dict[str, Stats]:
 
 def cellpose_times(paths: list[Path], repeats: int) -> dict[str, dict[str, Stats]]:
     """The same two figures for Cellpose, measured by the runner in the peers environment."""
-    out = json.loads(peers.peer("time", "--model", str(peers.MODEL_DIR), "--repeats",
-                                str(repeats), "--images", *map(str, paths)))  # fmt: skip
+    cellpose = peers.PEERS["cellpose"]
+    out = json.loads(cellpose.run("time", "--model", str(cellpose.model_dir), "--repeats",
+                                  str(repeats), "--images", *map(str, paths)))  # fmt: skip
     return {name: {"network": Stats(t["network"]), "total": Stats(t["total"])}
             for name, t in out.items()}  # fmt: skip
 
@@ -73,10 +74,10 @@ def cellpose_times(paths: list[Path], repeats: int) -> dict[str, dict[str, Stats
 def run(repeats: int, dsb: Path = DSB_FULL) -> Result:
     """Training facts, accuracy per held-out source, speed per image for both tools."""
     require_folder(dsb, "the DSB 2018 fluorescence set", "CELLCOUNT_DSB")
-    facts_file = peers.MODEL_DIR / "training.json"
-    if not facts_file.is_file():
-        raise RuntimeError(f"no trained Cellpose model in {peers.MODEL_DIR}: run `make peers`")
-    accuracy = peers.score_sets(dsb)
+    cellpose = peers.PEERS["cellpose"]
+    if not cellpose.trained():
+        raise RuntimeError(f"no trained Cellpose model in {cellpose.model_dir}: run `make peers`")
+    accuracy = peers.score_sets(dsb, [cellpose])
     progress("peers: accuracy on the held-out DSB sources done")
     images = timing_images(dsb)
     theirs = cellpose_times(list(images.values()), repeats)
@@ -84,6 +85,6 @@ def run(repeats: int, dsb: Path = DSB_FULL) -> Result:
     for label, path in images.items():
         timing[label] = {"cellcount": cellcount_times(path, repeats), "cellpose": theirs[str(path)]}
         progress(f"peers: {label} timed")
-    return {"training": json.loads(facts_file.read_text()), "accuracy": accuracy,
+    return {"training": cellpose.training(), "accuracy": accuracy,
             "timing": timing, "images": {k: p.name for k, p in images.items()},
-            "tools": list(peers.TOOLS)}  # fmt: skip
+            "tools": [peers.CELLCOUNT, cellpose.tool]}  # fmt: skip

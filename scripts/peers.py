@@ -1,20 +1,21 @@
-"""Cellpose 3 beside cellcount, trained on the same DSB 2018 images: ``make peers``.
+"""Cellpose 3 and StarDist beside cellcount, trained on the same DSB 2018 images: ``make peers``.
 
-    make peers-env      # .venv-peers: Cellpose 3 (its own numpy pin), sharing .venv's torch
-    CELLCOUNT_DSB=... make peers   # train Cellpose once (55 min), then score both tools
+    make peers-env stardist-env   # .venv-peers (Cellpose 3), .venv-stardist (StarDist, TF CPU)
+    CELLCOUNT_DSB=... make peers  # train each peer once (~1 h each), then score all tools
+    make peers PEERS=stardist     # only the peers named (comma-separated)
 
-Cellpose has no pretrained weights here (they would be downloaded), so it is
-trained from scratch with its own training API (``benchmarks/peers/cellpose_peer.py``)
-on the DSB images of the sources the shipped cellcount model trained on
-(:data:`scripts.common.TRAIN_DSB_SOURCES`, less the shipped samples: 377 images; the
-cellcount model saw the same images, less its validation share, plus synthetic and
-FNC images), for the time ``make pretrained`` takes on 2 CPU cores (55 minutes).
-Both tools then count the held-out DSB sources (the test sets of ``make real-data``)
-with no size given: cellcount estimates each image's cell size, Cellpose uses its
-size model. Both are matched to the truth by the same code and radius (1.25 true
-median diameters; :func:`cellcount.evaluation.scoring.score_image`). Writes
-``docs/results/peers.md`` and ``.csv``; ``make bench`` section 10 measures the same
-and the speed side by side.
+Neither peer has pretrained weights here (they would be downloaded), so each is
+trained from scratch with its own training API (``benchmarks/peers/*_peer.py``, run
+in its own environment) on the DSB images of the sources the shipped cellcount model
+trained on (:data:`scripts.common.TRAIN_DSB_SOURCES`, less the shipped samples: 377
+images; the cellcount model saw the same images, less its validation share, plus
+synthetic and FNC images), for the time ``make pretrained`` takes on 2 CPU cores
+(55 minutes). All tools then count the held-out DSB sources (the test sets of
+``make real-data``) with no size given: cellcount estimates each image's cell size,
+Cellpose uses its size model, StarDist needs none (it works at native scale). All
+are matched to the truth by the same code and radius (1.25 true median diameters;
+:func:`cellcount.evaluation.scoring.score_image`). Writes ``docs/results/peers.md``
+and ``.csv``; ``make bench`` section 10 measures the same and the speed side by side.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,14 +50,75 @@ from scripts.common import (
     require_folder,
 )
 
-PEERS_PYTHON = REPO / ".venv-peers" / "bin" / "python"
-RUNNER = REPO / "benchmarks" / "peers" / "cellpose_peer.py"
-MODEL_DIR = REPO / "outputs" / "peers" / "cellpose_dsb"
 BUDGET_MINUTES = 55.0  # `make pretrained` on 2 CPU cores
 RADIUS_PER_DIAMETER = 1.25
 OUT = REPO / "docs" / "results"
-TOOLS = ("cellcount (pretrained, auto size)", "Cellpose 3 (from scratch, size model)")
+CELLCOUNT = "cellcount (pretrained, auto size)"
 COLUMNS = ("set", "tool", "images", "precision", "recall", "f1", "mae", "mpe")
+
+
+def _cellpose_training(facts: dict[str, Any]) -> str:
+    return (f"Cellpose {facts['cellpose']}: {facts['epochs']} epochs of {facts['epoch_s']:.0f} s, "
+            f"then its size model; {facts['train_s'] / 60:.1f} min on "
+            f"{facts['torch_threads']} CPU threads")  # fmt: skip
+
+
+def _stardist_training(facts: dict[str, Any]) -> str:
+    minutes = facts["cpu_s"] / facts["threads"] / 60
+    return (
+        f"StarDist {facts['stardist']} (TensorFlow {facts['tensorflow']}): "
+        f"{facts['epochs']} epochs of {facts['steps_per_epoch']} steps "
+        f"({facts['epoch_s']:.0f} s each), then threshold optimisation; {minutes:.1f} min "
+        f"of {facts['threads']} cores' CPU time ({facts['train_s'] / 60:.1f} min wall)"
+    )
+
+
+@dataclass(frozen=True)
+class Peer:
+    """A peer tool: its runner script, the environment it runs in, its trained model."""
+
+    key: str  # command-line name and timing key
+    tool: str  # its name in the tables
+    python: Path  # the interpreter of its environment
+    env_target: str  # the make target that builds that environment
+    runner: Path
+    model_dir: Path
+    describe: Callable[[dict[str, Any]], str]  # how it was trained, from its training.json
+
+    def trained(self) -> bool:
+        """Whether ``make peers`` has trained it."""
+        return (self.model_dir / "training.json").is_file()
+
+    def training(self) -> dict[str, Any]:
+        """Its training facts (the runner's training.json)."""
+        return dict(json.loads((self.model_dir / "training.json").read_text()))
+
+    def run(self, *args: str) -> str:
+        """Run its runner in its environment; the runner's stdout.
+
+        Raises:
+            SystemExit: the environment is missing (says how to make it).
+        """
+        if not self.python.is_file():
+            raise SystemExit(f"{self.python} not found: run `make {self.env_target}` first")
+        done = subprocess.run([str(self.python), str(self.runner), *args], check=True,
+                              capture_output=True, text=True)  # fmt: skip
+        return done.stdout
+
+
+PEERS = {
+    peer.key: peer
+    for peer in (
+        Peer("cellpose", "Cellpose 3 (from scratch, size model)",
+             REPO / ".venv-peers" / "bin" / "python", "peers-env",
+             REPO / "benchmarks" / "peers" / "cellpose_peer.py",
+             REPO / "outputs" / "peers" / "cellpose_dsb", _cellpose_training),
+        Peer("stardist", "StarDist 2D (from scratch, native scale)",
+             REPO / ".venv-stardist" / "bin" / "python", "stardist-env",
+             REPO / "benchmarks" / "peers" / "stardist_peer.py",
+             REPO / "outputs" / "peers" / "stardist_dsb", _stardist_training),
+    )
+}  # fmt: skip
 
 
 def training_pairs(dsb: Path) -> list[tuple[str, str]]:
@@ -65,28 +129,15 @@ def training_pairs(dsb: Path) -> list[tuple[str, str]]:
     return [(str(dsb / "images" / f"{n}.png"), str(dsb / "labels" / f"{n}.png")) for n in names]
 
 
-def peer(*args: str) -> str:
-    """Run the Cellpose runner in the peers environment; its stdout.
-
-    Raises:
-        SystemExit: the peers environment is missing (says how to make it).
-    """
-    if not PEERS_PYTHON.is_file():
-        raise SystemExit(f"{PEERS_PYTHON} not found: run `make peers-env` first")
-    done = subprocess.run([str(PEERS_PYTHON), str(RUNNER), *args], check=True,
-                          capture_output=True, text=True)  # fmt: skip
-    return done.stdout
-
-
-def train_cellpose(dsb: Path, minutes: float = BUDGET_MINUTES) -> dict[str, Any]:
-    """Train Cellpose unless a trained model is there; its training facts."""
-    facts = MODEL_DIR / "training.json"
-    if not facts.is_file():
-        MODEL_DIR.mkdir(parents=True, exist_ok=True)
-        pairs = MODEL_DIR / "train_pairs.json"
+def train(peer: Peer, dsb: Path, minutes: float = BUDGET_MINUTES) -> dict[str, Any]:
+    """Train ``peer`` unless a trained model is there (a run cut off goes on); its facts."""
+    if not peer.trained():
+        peer.model_dir.mkdir(parents=True, exist_ok=True)
+        pairs = peer.model_dir / "train_pairs.json"
         pairs.write_text(json.dumps(training_pairs(dsb), indent=0))
-        peer("train", "--pairs", str(pairs), "--minutes", str(minutes), "--out", str(MODEL_DIR))
-    return dict(json.loads(facts.read_text()))
+        peer.run("train", "--pairs", str(pairs), "--minutes", str(minutes),
+                 "--out", str(peer.model_dir))  # fmt: skip
+    return peer.training()
 
 
 def test_images(dsb: Path) -> dict[str, list[Path]]:
@@ -97,44 +148,52 @@ def test_images(dsb: Path) -> dict[str, list[Path]]:
     return sets
 
 
-def cellpose_labels(images: list[Path], scratch: Path) -> dict[str, np.ndarray]:
-    """Cellpose's labels of every image (one runner call)."""
+def peer_labels(peer: Peer, images: list[Path], scratch: Path) -> dict[str, np.ndarray]:
+    """The peer's labels of every image (one runner call)."""
     listing = scratch / "images.json"
     listing.write_text(json.dumps([str(path) for path in images]))
-    peer("predict", "--model", str(MODEL_DIR), "--images", str(listing), "--out", str(scratch))
+    peer.run("predict", "--model", str(peer.model_dir), "--images", str(listing),
+             "--out", str(scratch))  # fmt: skip
     return {path.stem: tifffile.imread(scratch / f"{path.stem}.tif") for path in images}
 
 
-def score_sets(dsb: Path) -> list[dict[str, Any]]:
-    """Per held-out source and tool: precision, recall, F1, MAE, MPE (same matching)."""
+def score_sets(dsb: Path, chosen: list[Peer]) -> list[dict[str, Any]]:
+    """Per held-out source and tool (cellcount, then each peer): precision, recall, F1,
+    MAE, MPE, all matched by the same code and radius."""
     sets = test_images(dsb)
+    everything = [p for paths in sets.values() for p in paths]
     counter = Counter.from_checkpoint("pretrained", "cpu")
-    with tempfile.TemporaryDirectory(prefix="cellcount-peers-") as scratch:
-        theirs = cellpose_labels([p for paths in sets.values() for p in paths], Path(scratch))
+    labels = {CELLCOUNT: {p.stem: counter.count(p).labels for p in everything}}
+    for peer in chosen:
+        with tempfile.TemporaryDirectory(prefix=f"cellcount-{peer.key}-") as scratch:
+            labels[peer.tool] = peer_labels(peer, everything, Path(scratch))
     rows = []
     for source, paths in sets.items():
-        matches: dict[str, list[Any]] = {tool: [] for tool in TOOLS}
-        for path in paths:
-            truth = read_labels(dsb / "labels" / path.name)
-            radius = RADIUS_PER_DIAMETER * (median_diameter(truth) or 1.0)
-            for tool, labels in zip(TOOLS, (counter.count(path).labels, theirs[path.stem]),
-                                    strict=True):  # fmt: skip
-                matches[tool].append(score_image(labels, truth, radius).match)
-        for tool in TOOLS:
-            metrics = summarize(matches[tool])
+        truths = [read_labels(dsb / "labels" / path.name) for path in paths]
+        radii = [RADIUS_PER_DIAMETER * (median_diameter(t) or 1.0) for t in truths]
+        for tool, found in labels.items():
+            pairs = zip(paths, truths, radii, strict=True)
+            matches = [score_image(found[p.stem], truth, r).match for p, truth, r in pairs]
+            metrics = summarize(matches)
             rows.append({"set": source, "tool": tool, "images": len(paths),
                          **{key: metrics[key] for key in COLUMNS[3:]}})  # fmt: skip
     return rows
 
 
-def markdown(rows: list[dict[str, Any]], facts: dict[str, Any], command: str) -> str:
-    """The per-set table with how Cellpose was trained."""
+def trained_lines(chosen: list[Peer]) -> list[str]:
+    """One line per peer: how it was trained (from its training.json)."""
+    return [f"- {peer.tool}: {peer.describe(peer.training())}." for peer in chosen]
+
+
+def markdown(rows: list[dict[str, Any]], chosen: list[Peer], command: str) -> str:
+    """The per-set table with how each peer was trained."""
+    images = chosen[0].training()["images"] if chosen else 0
     lines = [
         f"`{command}`\n",
-        f"Cellpose {facts['cellpose']} trained from scratch on {facts['images']} DSB images "
-        f"for {facts['train_s'] / 60:.1f} min ({facts['epochs']} epochs of "
-        f"{facts['epoch_s']:.0f} s, then its size model) on {facts['torch_threads']} CPU "
-        "threads.\n",
+        f"Each peer trained from scratch with its own API on the same {images} DSB images, "
+        "on this machine's CPU:\n",
+        *trained_lines(chosen),
+        "",
         "| set | tool | images | precision | recall | F1 | MAE | MPE |",
         "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
@@ -144,20 +203,37 @@ def markdown(rows: list[dict[str, Any]], facts: dict[str, Any], command: str) ->
     return "\n".join(lines) + "\n"
 
 
+def chosen_peers(names: str) -> list[Peer]:
+    """The peers of a comma-separated list of keys.
+
+    Raises:
+        SystemExit: an unknown name (lists the known ones).
+    """
+    keys = [name.strip() for name in names.split(",") if name.strip()]
+    unknown = [key for key in keys if key not in PEERS]
+    if unknown or not keys:
+        raise SystemExit(f"unknown peers {unknown}: choose from {', '.join(PEERS)}")
+    return [PEERS[key] for key in keys]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-root", type=Path, default=DSB_FULL)
     parser.add_argument("--minutes", type=float, default=BUDGET_MINUTES)
+    parser.add_argument("--peers", default=",".join(PEERS), help="comma-separated: "
+                        + ", ".join(PEERS))  # fmt: skip
     args = parser.parse_args(argv)
+    chosen = chosen_peers(args.peers)
     require_folder(args.data_root, "the DSB 2018 fluorescence set", "CELLCOUNT_DSB")
     start = time.perf_counter()
-    facts = train_cellpose(args.data_root, args.minutes)
-    rows = score_sets(args.data_root)
+    for peer in chosen:
+        train(peer, args.data_root, args.minutes)
+    rows = score_sets(args.data_root, chosen)
     OUT.mkdir(parents=True, exist_ok=True)
     write_csv(OUT / "peers.csv", rows, COLUMNS)
-    command = "make peers"
-    atomic_write_text(OUT / "peers.md", markdown(rows, facts, command))
-    print(markdown(rows, facts, command))
+    command = "make peers" + ("" if len(chosen) == len(PEERS) else f" PEERS={args.peers}")
+    atomic_write_text(OUT / "peers.md", markdown(rows, chosen, command))
+    print(markdown(rows, chosen, command))
     print(f"{time.perf_counter() - start:.0f} s", file=sys.stderr)
     return 0
 

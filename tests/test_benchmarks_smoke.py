@@ -6,6 +6,7 @@ Tiny sizes only: they check that the sections run and report, not the figures.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from collections.abc import Iterator
@@ -398,7 +399,8 @@ def test_peer_section_says_how_to_get_the_cellpose_model(
     from benchmarks import bench_peers
     from scripts import peers
 
-    monkeypatch.setattr(peers, "MODEL_DIR", tmp_path / "none")
+    untrained = dataclasses.replace(peers.PEERS["cellpose"], model_dir=tmp_path / "none")
+    monkeypatch.setitem(peers.PEERS, "cellpose", untrained)
     (tmp_path / "dsb" / "images").mkdir(parents=True)
     with pytest.raises(RuntimeError, match="make peers"):
         bench_peers.run(1, tmp_path / "dsb")

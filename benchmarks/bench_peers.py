@@ -15,13 +15,12 @@ estimate the size, predict, post-process, cell table; Cellpose: its size model,
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
-from typing import Any
 
 from PIL import Image
 
 from benchmarks.bench_common import REAL_IMAGES, Result, Stats, progress
+from benchmarks.peers.peer_common import ForwardClock, time_repeats
 from cellcount.counter import Counter
 from scripts import peers
 from scripts.common import DSB_FULL, require_folder
@@ -39,26 +38,10 @@ def timing_images(dsb: Path) -> dict[str, Path]:
 def cellcount_times(path: Path, repeats: int) -> dict[str, Stats]:
     """Network alone and end to end (from the decoded image) of counting one image."""
     counter = Counter.from_checkpoint("pretrained", "cpu")
-    spent = [0.0]
-    forward = counter.module.forward
-
-    def timed(*args: Any, **kwargs: Any) -> Any:
-        begin = time.perf_counter()
-        try:
-            return forward(*args, **kwargs)
-        finally:
-            spent[0] += time.perf_counter() - begin
-
-    counter.module.forward = timed  # type: ignore[method-assign]
+    clock = ForwardClock()
+    counter.module.forward = clock.wrap(counter.module.forward)  # type: ignore[method-assign]
     normalized = counter.normalize(path)
-    counter.count_normalized(normalized)  # warm-up
-    network, total = [], []
-    for _ in range(repeats):
-        spent[0] = 0.0
-        begin = time.perf_counter()
-        counter.count_normalized(normalized)
-        total.append(time.perf_counter() - begin)
-        network.append(spent[0])
+    network, total = time_repeats(lambda: counter.count_normalized(normalized), clock, repeats)
     return {"network": Stats(network), "total": Stats(total)}
 
 

@@ -22,9 +22,7 @@ warm-up.
 
 from __future__ import annotations
 
-import argparse
 import json
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -34,28 +32,13 @@ import numpy as np
 import tifffile
 import torch
 from cellpose import dynamics, models, train
-from PIL import Image
+from peer_common import ForwardClock, grey, parse_args, read_labels, time_counts
 
 DIAM_MEAN = 17.0  # Cellpose's convention for nuclei
 SIZE_RESERVE_S = 360.0  # kept for train_size at the end of the budget
 SIZE_IMAGES = 60  # train_size's images (its 10 epochs of 512 px passes over all would take ~20 min)
 SIZE_BATCH = 8  # train_size's default 64 crops of 512 px need over 24 GB
 CHANNELS = [0, 0]  # grey image, no second channel
-
-
-def grey(path: Path) -> np.ndarray:
-    """An image file as float32 (H, W): the mean of its colour channels."""
-    with Image.open(path) as picture:
-        array = np.asarray(picture.convert("RGB"), dtype=np.float32)
-    return array.mean(axis=-1)
-
-
-def read_labels(path: Path) -> np.ndarray:
-    """A label image as int32 (H, W)."""
-    if path.suffix.lower() in (".tif", ".tiff"):
-        return tifffile.imread(path).astype(np.int32)
-    with Image.open(path) as picture:
-        return np.asarray(picture).astype(np.int32)
 
 
 def train_model(pairs: list[tuple[str, str]], minutes: float, out: Path) -> dict[str, float]:
@@ -134,49 +117,13 @@ def predict(model_dir: Path, images: list[str], out: Path) -> None:
 def time_images(model_dir: Path, images: list[str], repeats: int) -> dict[str, dict[str, Any]]:
     """Per image: network seconds and end-to-end seconds of each repeat."""
     net, size = load(model_dir)
-    spent = [0.0]
-    forward = net.net.forward
-
-    def timed(*args: object, **kwargs: object) -> object:
-        begin = time.perf_counter()
-        try:
-            return forward(*args, **kwargs)
-        finally:
-            spent[0] += time.perf_counter() - begin
-
-    net.net.forward = timed  # every forward pass, also the size model's style pass
-    results = {}
-    for name in images:
-        image = grey(Path(name))
-        count(net, size, image)  # warm-up
-        network, total = [], []
-        for _ in range(repeats):
-            spent[0] = 0.0
-            begin = time.perf_counter()
-            count(net, size, image)
-            total.append(time.perf_counter() - begin)
-            network.append(spent[0])
-        results[name] = {"network": network, "total": total,
-                         "median_total": statistics.median(total)}  # fmt: skip
-    return results
+    clock = ForwardClock()
+    net.net.forward = clock.wrap(net.net.forward)  # every pass, also the size model's style pass
+    return time_counts(lambda image: count(net, size, image), clock, images, repeats)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    fit = sub.add_parser("train")
-    fit.add_argument("--pairs", type=Path, required=True)
-    fit.add_argument("--minutes", type=float, required=True)
-    fit.add_argument("--out", type=Path, required=True)
-    run = sub.add_parser("predict")
-    run.add_argument("--model", type=Path, required=True)
-    run.add_argument("--images", type=Path, required=True)
-    run.add_argument("--out", type=Path, required=True)
-    clock = sub.add_parser("time")
-    clock.add_argument("--model", type=Path, required=True)
-    clock.add_argument("--images", nargs="+", required=True)
-    clock.add_argument("--repeats", type=int, default=5)
-    args = parser.parse_args(argv)
+    args = parse_args(__doc__.splitlines()[0], argv)
     if args.command == "train":
         args.out.mkdir(parents=True, exist_ok=True)
         facts = train_model(json.loads(args.pairs.read_text()), args.minutes, args.out)

@@ -29,11 +29,9 @@ included, over ``--repeats`` after a warm-up.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -46,7 +44,7 @@ import stardist
 import tensorflow as tf
 import tifffile
 from csbdeep.utils import normalize
-from PIL import Image
+from peer_common import ForwardClock, grey, parse_args, read_labels, time_counts
 from stardist import fill_label_holes
 from stardist.models import Config2D, StarDist2D
 
@@ -56,21 +54,6 @@ STEPS_PER_EPOCH = 50  # batches of 4 patches per epoch
 VAL_SHARE = 0.15  # the example's validation split, seed 42
 THRESHOLDS_RESERVE_S = 300.0  # wall seconds kept for optimize_thresholds at the end
 THRESHOLD_IMAGES = 20  # optimize_thresholds' validation images (as Cellpose's SIZE_IMAGES)
-
-
-def grey(path: Path) -> np.ndarray:
-    """An image file as float32 (H, W): the mean of its colour channels."""
-    with Image.open(path) as picture:
-        array = np.asarray(picture.convert("RGB"), dtype=np.float32)
-    return array.mean(axis=-1)
-
-
-def read_labels(path: Path) -> np.ndarray:
-    """A label image as int32 (H, W)."""
-    if path.suffix.lower() in (".tif", ".tiff"):
-        return tifffile.imread(path).astype(np.int32)
-    with Image.open(path) as picture:
-        return np.asarray(picture).astype(np.int32)
 
 
 def normalized(image: np.ndarray) -> np.ndarray:
@@ -182,49 +165,13 @@ def predict(model_dir: Path, images: list[str], out: Path) -> None:
 def time_images(model_dir: Path, images: list[str], repeats: int) -> dict[str, dict[str, Any]]:
     """Per image: network seconds and end-to-end seconds of each repeat."""
     model = load(model_dir)
-    spent = [0.0]
-    forward = model.keras_model.predict
-
-    def timed(*args: object, **kwargs: object) -> object:
-        begin = time.perf_counter()
-        try:
-            return forward(*args, **kwargs)
-        finally:
-            spent[0] += time.perf_counter() - begin
-
-    model.keras_model.predict = timed  # every forward pass, tiled or not
-    results = {}
-    for name in images:
-        image = grey(Path(name))
-        count(model, image)  # warm-up (also traces the graph for this shape)
-        network, total = [], []
-        for _ in range(repeats):
-            spent[0] = 0.0
-            begin = time.perf_counter()
-            count(model, image)
-            total.append(time.perf_counter() - begin)
-            network.append(spent[0])
-        results[name] = {"network": network, "total": total,
-                         "median_total": statistics.median(total)}  # fmt: skip
-    return results
+    clock = ForwardClock()
+    model.keras_model.predict = clock.wrap(model.keras_model.predict)  # tiled or not
+    return time_counts(lambda image: count(model, image), clock, images, repeats)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    fit = sub.add_parser("train")
-    fit.add_argument("--pairs", type=Path, required=True)
-    fit.add_argument("--minutes", type=float, required=True)
-    fit.add_argument("--out", type=Path, required=True)
-    run = sub.add_parser("predict")
-    run.add_argument("--model", type=Path, required=True)
-    run.add_argument("--images", type=Path, required=True)
-    run.add_argument("--out", type=Path, required=True)
-    clock = sub.add_parser("time")
-    clock.add_argument("--model", type=Path, required=True)
-    clock.add_argument("--images", nargs="+", required=True)
-    clock.add_argument("--repeats", type=int, default=5)
-    args = parser.parse_args(argv)
+    args = parse_args(__doc__.splitlines()[0], argv)
     result: Any = None
     with contextlib.redirect_stdout(sys.stderr):  # Keras' and StarDist's chatter off stdout
         if args.command == "train":

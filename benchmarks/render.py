@@ -815,10 +815,19 @@ def section_throughput(data: Data) -> Part:
 
 
 # -- section 10 ----------------------------------------------------------------------------
-def peer_speedups(data: Data) -> dict[str, float]:
-    """Per timing image: Cellpose's end-to-end median over cellcount's."""
-    return {label: stats(t["cellpose"]["total"]).median / stats(t["cellcount"]["total"]).median
-            for label, t in data["timing"].items()}  # fmt: skip
+def short_name(tool: str) -> str:
+    """A tool's name without its bracketed note: "Cellpose 3 (from scratch)" -> "Cellpose 3"."""
+    return tool.split(" (")[0]
+
+
+def peer_speedups(data: Data) -> dict[str, dict[str, float]]:
+    """Per peer (key), per timing image: the peer's end-to-end median over cellcount's."""
+
+    def ratio(times: Data, key: str) -> float:
+        return Stats(times[key]["total"]).median / Stats(times["cellcount"]["total"]).median
+
+    return {key: {label: ratio(times, key) for label, times in data["timing"].items()}
+            for key in data["peers"]}  # fmt: skip
 
 
 def peer_accuracy(data: Data) -> dict[str, dict[str, Data]]:
@@ -829,39 +838,58 @@ def peer_accuracy(data: Data) -> dict[str, dict[str, Data]]:
     return by_set
 
 
+def _peer_speed_rows(data: Data) -> tuple[list[Row], bool]:
+    """Network and end-to-end time per timing image and tool; whether one is noisy."""
+    tools = {"cellcount": data["cellcount"], **{k: p["tool"] for k, p in data["peers"].items()}}
+    rows, noisy = [], False
+    for label, times in data["timing"].items():
+        for key, name in tools.items():
+            total = Stats(times[key]["total"])
+            noisy |= total.noisy
+            network = fmt_stats(Stats(times[key]["network"]))
+            rows.append([f"{label} (`{data['images'][label]}`)", name, network,
+                         f"**{fmt_stats(total)}**"])  # fmt: skip
+    return rows, noisy
+
+
 def section_peers(data: Data) -> Part:
-    """Section 10: Cellpose 3 beside cellcount."""
-    facts = data["training"]
+    """Section 10 (and ``docs/results/peers.md``): each trained peer beside cellcount."""
+    peers = data["peers"].values()
     accuracy = [[r["set"], r["tool"], r["images"], f"{r['precision']:.3f}", f"{r['recall']:.3f}",
                  f"**{r['f1']:.3f}**", f"{r['mae']:.2f}", f"{r['mpe']:+.1%}"]
                 for r in data["accuracy"]]  # fmt: skip
-    speed, noisy = [], False
-    for label, tools in data["timing"].items():
-        for tool, name in zip(("cellcount", "cellpose"), data["tools"], strict=True):
-            total = stats(tools[tool]["total"])
-            noisy |= total.noisy
-            network = fmt_stats(stats(tools[tool]["network"]))
-            image = f"{label} (`{data['images'][label]}`)"
-            speed.append([image, name, network, f"**{fmt_stats(total)}**"])
-    ratios = ", ".join(f"{label} {fmt_ratio(v)}" for label, v in peer_speedups(data).items())
+    speed, noisy = _peer_speed_rows(data)
+    ratios = "; ".join(
+        f"{short_name(data['peers'][key]['tool'])} " + ", ".join(
+            f"{label} {fmt_ratio(value)}" for label, value in by_image.items())
+        for key, by_image in peer_speedups(data).items())  # fmt: skip
+    images = next(iter(peers))["training"]["images"]
     body = (
-        f"Cellpose {facts['cellpose']} trained from scratch with its own API "
-        "(`benchmarks/peers/cellpose_peer.py`, `make peers`) on the "
-        f"{facts['images']} DSB 2018 images of the sources the shipped model trained on, "
-        f"for {facts['train_s'] / 60:.1f} min ({facts['epochs']} epochs of "
-        f"{facts['epoch_s']:.0f} s, then its size model), the time `make pretrained` takes. "
-        "Both count the held-out DSB sources with no size given (cellcount estimates it, "
-        "Cellpose uses its size model) and are matched to the truth by the same code "
-        "within 1.25 true median diameters.\n\n"
+        "Each peer was trained from scratch with its own training API "
+        "(`benchmarks/peers/`, `make peers`) on the same "
+        f"{images} DSB 2018 images of the sources the shipped model trained on, on this "
+        "machine's CPU, for about the time `make pretrained` takes:\n\n"
+        + "\n".join(f"- {p['tool']}: {p['trained']}." for p in peers)
+        + "\n\nAll tools count the held-out DSB sources with no size given (cellcount "
+        "estimates it; each peer's name says how it handles size) and are matched to the "
+        "truth by the same code within 1.25 true median diameters.\n\n"
         + table(["set", "tool", "images", "precision", "recall", "F1", "MAE", "MPE"], accuracy)
         + "\n\nSpeed per image on CPU, from the decoded image: *network* = every forward "
         "pass inside the counting call; *end to end* = the whole call (cellcount: "
-        "normalise, size estimate, prediction, post-processing, cell table; Cellpose: size "
-        "model, `eval` with the flow dynamics). Median (min–max) over the repeats after a "
-        f"warm-up. Cellpose end to end over cellcount's: {ratios}.\n\n"
+        "normalise, size estimate, prediction, post-processing, cell table; "
+        + "; ".join(f"{short_name(p['tool'])}: {p['timed']}" for p in peers)
+        + "). Median (min–max) over the repeats after a warm-up, all in this run. A peer's "
+        f"end to end over cellcount's: {ratios}.\n\n"
         + table(["image", "tool", "network", "end to end"], speed)
     )
-    return Part("10. Peers: Cellpose 3 side by side", body, noisy)
+    names = " and ".join(short_name(p["tool"]) for p in peers)
+    return Part(f"10. Peers: {names} side by side", body, noisy)
+
+
+def peers_page(data: Data, command: str, date: str) -> str:
+    """``docs/results/peers.md``: section 10's figures as ``make peers`` measured them."""
+    part = section_peers(data)
+    return f"# {part.title.split(': ', 1)[1]}\n\n`{command}`, {date}.\n\n{part.body}\n"
 
 
 # -- section 11 ----------------------------------------------------------------------------
@@ -1006,16 +1034,18 @@ def _auto_ratios(ratios: dict[str, float]) -> str:
 
 
 def _goal_peers(data: Data) -> list[Row]:
-    """cellcount's speed-up over Cellpose, and its F1 and MAE beside Cellpose's per set."""
-    rows = [[f"cellcount vs Cellpose 3 end to end, {label}, per image",
-             f">= {GOAL_PEER_SPEEDUP:g}x faster", f"{fmt_ratio(ratio)} faster"]
-            for label, ratio in peer_speedups(data).items()]  # fmt: skip
-    ours, theirs = data["tools"]
-    for name, tools in peer_accuracy(data).items():
-        a, b = tools[ours], tools[theirs]
-        figures = f"{a['f1']:.3f} vs {b['f1']:.3f} / {a['mae']:.2f} vs {b['mae']:.2f}"
-        name = f"F1 / MAE on {name} (held out), cellcount vs Cellpose 3"
-        rows.append([name, "F1 >=, MAE <= Cellpose's", figures])
+    """cellcount's speed-up over each peer, and its F1 and MAE beside the peer's per set."""
+    rows = []
+    for key, by_image in peer_speedups(data).items():
+        tool = data["peers"][key]["tool"]
+        rows += [[f"cellcount vs {short_name(tool)} end to end, {label}, per image",
+                  f">= {GOAL_PEER_SPEEDUP:g}x faster", f"{fmt_ratio(ratio)} faster"]
+                 for label, ratio in by_image.items()]  # fmt: skip
+        for name, tools in peer_accuracy(data).items():
+            a, b = tools[data["cellcount"]], tools[tool]
+            figures = f"{a['f1']:.3f} vs {b['f1']:.3f} / {a['mae']:.2f} vs {b['mae']:.2f}"
+            rows.append([f"F1 / MAE on {name} (held out), cellcount vs {short_name(tool)}",
+                         f"F1 >=, MAE <= {short_name(tool)}'s", figures])  # fmt: skip
     return rows
 
 
@@ -1064,9 +1094,10 @@ SECTION_LIST = (
     "9. **Folder throughput**: a folder of 1600x1200 and one of 256x256 images counted by "
     "the CLI one image at a time and with reading and writing overlapped, against the "
     "model-only time per image; and the cost of estimating the cell size.",
-    "10. **Peers**: Cellpose 3, trained from scratch on the same images for the same time, "
-    "beside cellcount: accuracy on the held-out DSB sources and speed per 256x256 and "
-    "1600x1200 image (needs `make peers-env` and `make peers` first).",
+    "10. **Peers**: Cellpose 3 and StarDist 2D, each trained from scratch on the same images "
+    "for the same time, beside cellcount: accuracy on the held-out DSB sources and speed "
+    "per 256x256 and 1600x1200 image (the peers trained by `make peers`; needs "
+    "`make peers-env stardist-env` and `make peers` first).",
     "11. **Fine-tuning from clicks**: F1 and MAE against annotated images and minutes, "
     "from `scripts.finetune_curve` (not re-measured here).",
 )

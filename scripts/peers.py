@@ -14,8 +14,11 @@ synthetic and FNC images), for the time ``make pretrained`` takes on 2 CPU cores
 ``make real-data``) with no size given: cellcount estimates each image's cell size,
 Cellpose uses its size model, StarDist needs none (it works at native scale). All
 are matched to the truth by the same code and radius (1.25 true median diameters;
-:func:`cellcount.evaluation.scoring.score_image`). Writes ``docs/results/peers.md``
-and ``.csv``; ``make bench`` section 10 measures the same and the speed side by side.
+:func:`cellcount.evaluation.scoring.score_image`), then each tool's speed per 256x256 and
+1600x1200 image is timed, network alone and end to end, in the same run
+(:func:`compare`). Writes ``docs/results/peers.md`` (rendered as ``make bench`` section
+10 is), ``peers.csv`` (accuracy) and ``peers.json`` (every figure); ``make bench``
+section 10 measures the same for every peer trained so far.
 """
 
 from __future__ import annotations
@@ -33,7 +36,11 @@ from typing import Any
 
 import numpy as np
 import tifffile
+from PIL import Image
 
+from benchmarks import render
+from benchmarks.bench_common import REAL_IMAGES, progress
+from benchmarks.peers.peer_common import ForwardClock, time_repeats
 from cellcount.counter import Counter
 from cellcount.data.io import read_labels
 from cellcount.data.sizes import median_diameter
@@ -55,6 +62,7 @@ RADIUS_PER_DIAMETER = 1.25
 OUT = REPO / "docs" / "results"
 CELLCOUNT = "cellcount (pretrained, auto size)"
 COLUMNS = ("set", "tool", "images", "precision", "recall", "f1", "mae", "mpe")
+Timing = dict[str, list[float]]  # "network" and "total": seconds per repeat
 
 
 def _cellpose_training(facts: dict[str, Any]) -> str:
@@ -84,6 +92,7 @@ class Peer:
     runner: Path
     model_dir: Path
     describe: Callable[[dict[str, Any]], str]  # how it was trained, from its training.json
+    timed: str  # what its end-to-end time per image includes
 
     def trained(self) -> bool:
         """Whether ``make peers`` has trained it."""
@@ -112,11 +121,13 @@ PEERS = {
         Peer("cellpose", "Cellpose 3 (from scratch, size model)",
              REPO / ".venv-peers" / "bin" / "python", "peers-env",
              REPO / "benchmarks" / "peers" / "cellpose_peer.py",
-             REPO / "outputs" / "peers" / "cellpose_dsb", _cellpose_training),
+             REPO / "outputs" / "peers" / "cellpose_dsb", _cellpose_training,
+             "its size model, then `eval` with the flow dynamics"),
         Peer("stardist", "StarDist 2D (from scratch, native scale)",
              REPO / ".venv-stardist" / "bin" / "python", "stardist-env",
              REPO / "benchmarks" / "peers" / "stardist_peer.py",
-             REPO / "outputs" / "peers" / "stardist_dsb", _stardist_training),
+             REPO / "outputs" / "peers" / "stardist_dsb", _stardist_training,
+             "`predict_instances`: normalisation, the network, non-maximum suppression"),
     )
 }  # fmt: skip
 
@@ -180,27 +191,54 @@ def score_sets(dsb: Path, chosen: list[Peer]) -> list[dict[str, Any]]:
     return rows
 
 
-def trained_lines(chosen: list[Peer]) -> list[str]:
-    """One line per peer: how it was trained (from its training.json)."""
-    return [f"- {peer.tool}: {peer.describe(peer.training())}." for peer in chosen]
+def timing_images(dsb: Path) -> dict[str, Path]:
+    """The 256x256 DSB image and the 1600x1200 FNC image the speed rows use."""
+    small = next(p for p in sorted((dsb / "images").glob("*.png"))
+                 if Image.open(p).size == (256, 256))  # fmt: skip
+    return {"256x256": small, "1600x1200": sorted(REAL_IMAGES.glob("*.png"))[0]}
 
 
-def markdown(rows: list[dict[str, Any]], chosen: list[Peer], command: str) -> str:
-    """The per-set table with how each peer was trained."""
-    images = chosen[0].training()["images"] if chosen else 0
-    lines = [
-        f"`{command}`\n",
-        f"Each peer trained from scratch with its own API on the same {images} DSB images, "
-        "on this machine's CPU:\n",
-        *trained_lines(chosen),
-        "",
-        "| set | tool | images | precision | recall | F1 | MAE | MPE |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
-    ]
-    for r in rows:
-        scores = f"{r['precision']:.3f} | {r['recall']:.3f} | {r['f1']:.3f} | {r['mae']:.2f}"
-        lines.append(f"| {r['set']} | {r['tool']} | {r['images']} | {scores} | {r['mpe']:+.1%} |")
-    return "\n".join(lines) + "\n"
+def cellcount_times(path: Path, repeats: int) -> Timing:
+    """Network seconds and end-to-end seconds (from the decoded image) of counting one
+    image with the shipped model, per repeat after a warm-up."""
+    counter = Counter.from_checkpoint("pretrained", "cpu")
+    clock = ForwardClock()
+    counter.module.forward = clock.wrap(counter.module.forward)  # type: ignore[method-assign]
+    normalized = counter.normalize(path)
+    network, total = time_repeats(lambda: counter.count_normalized(normalized), clock, repeats)
+    return {"network": network, "total": total}
+
+
+def peer_times(peer: Peer, paths: list[Path], repeats: int) -> dict[str, Timing]:
+    """The same two figures for a peer, by its runner in its environment; by image path."""
+    out = json.loads(peer.run("time", "--model", str(peer.model_dir), "--repeats",
+                              str(repeats), "--images", *map(str, paths)))  # fmt: skip
+    return {name: {"network": t["network"], "total": t["total"]} for name, t in out.items()}
+
+
+def time_tools(dsb: Path, chosen: list[Peer], repeats: int) -> dict[str, dict[str, Timing]]:
+    """Per timing image, then per tool (``cellcount`` or a peer's key): its seconds."""
+    images = timing_images(dsb)
+    theirs = {peer.key: peer_times(peer, list(images.values()), repeats) for peer in chosen}
+    return {label: {"cellcount": cellcount_times(path, repeats),
+                    **{key: times[str(path)] for key, times in theirs.items()}}
+            for label, path in images.items()}  # fmt: skip
+
+
+def compare(dsb: Path, chosen: list[Peer], repeats: int) -> dict[str, Any]:
+    """Everything ``make bench`` section 10 and ``docs/results/peers.md`` show, measured
+    in this one run: each peer's training, accuracy per held-out source, speed per image.
+    """
+    accuracy = score_sets(dsb, chosen)
+    progress("peers: accuracy on the held-out DSB sources done")
+    timing = time_tools(dsb, chosen, repeats)
+    return {
+        "cellcount": CELLCOUNT,
+        "peers": {peer.key: {"tool": peer.tool, "training": peer.training(), "timed": peer.timed,
+                             "trained": peer.describe(peer.training())} for peer in chosen},
+        "accuracy": accuracy, "timing": timing,
+        "images": {label: path.name for label, path in timing_images(dsb).items()},
+    }  # fmt: skip
 
 
 def chosen_peers(names: str) -> list[Peer]:
@@ -220,6 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-root", type=Path, default=DSB_FULL)
     parser.add_argument("--minutes", type=float, default=BUDGET_MINUTES)
+    parser.add_argument("--repeats", type=int, default=5, help="timed calls per image")
     parser.add_argument("--peers", default=",".join(PEERS), help="comma-separated: "
                         + ", ".join(PEERS))  # fmt: skip
     args = parser.parse_args(argv)
@@ -228,12 +267,14 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     for peer in chosen:
         train(peer, args.data_root, args.minutes)
-    rows = score_sets(args.data_root, chosen)
+    data = compare(args.data_root, chosen, args.repeats)
     OUT.mkdir(parents=True, exist_ok=True)
-    write_csv(OUT / "peers.csv", rows, COLUMNS)
+    write_csv(OUT / "peers.csv", data["accuracy"], COLUMNS)
+    atomic_write_text(OUT / "peers.json", json.dumps(data, indent=1))
     command = "make peers" + ("" if len(chosen) == len(PEERS) else f" PEERS={args.peers}")
-    atomic_write_text(OUT / "peers.md", markdown(rows, chosen, command))
-    print(markdown(rows, chosen, command))
+    page = render.peers_page(data, command, time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
+    atomic_write_text(OUT / "peers.md", page)
+    print(page)
     print(f"{time.perf_counter() - start:.0f} s", file=sys.stderr)
     return 0
 

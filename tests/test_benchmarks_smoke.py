@@ -371,38 +371,70 @@ def test_throughput_section_counts_both_folders(tmp_path: Path) -> None:
     assert "| 256x256, 1 images, 16 px cells |" in rendering.section_throughput(data).body
 
 
-def test_peer_section_compares_speed_and_accuracy(fake_results: dict[str, Any]) -> None:
-    tools = ["cellcount (pretrained, auto size)", "Cellpose 3 (from scratch, size model)"]
+def _peer_results() -> dict[str, Any]:
+    """Section 10 as :func:`scripts.peers.compare` returns it, for two peers: Cellpose
+    8x and StarDist 2x slower than cellcount end to end, both less accurate."""
+    ours = "cellcount (pretrained, auto size)"
+    peers = {"cellpose": {"tool": "Cellpose 3 (from scratch, size model)", "slower": 8.0,
+                          "f1": 0.7, "mae": 6.0, "trained": "6 epochs in 55.0 min"},
+             "stardist": {"tool": "StarDist 2D (from scratch, native scale)", "slower": 2.0,
+                          "f1": 0.8, "mae": 4.0, "trained": "40 epochs in 54.0 min"}}  # fmt: skip
     accuracy = [{"set": "dsb_360x360", "tool": tool, "images": 9, "precision": 0.9,
                  "recall": 0.8, "f1": f1, "mae": mae, "mpe": -0.1}
-                for tool, f1, mae in zip(tools, (0.9, 0.7), (3.0, 6.0), strict=True)]  # fmt: skip
-    timing = {label: {"cellcount": {"network": _stats(n), "total": _stats(t)},
-                      "cellpose": {"network": _stats(5 * n), "total": _stats(8 * t)}}
+                for tool, f1, mae in [(ours, 0.9, 3.0)]
+                + [(p["tool"], p["f1"], p["mae"]) for p in peers.values()]]  # fmt: skip
+    timing = {label: {"cellcount": {"network": [n] * 3, "total": [t] * 3},
+                      **{key: {"network": [5 * n] * 3, "total": [p["slower"] * t] * 3}
+                         for key, p in peers.items()}}
               for label, n, t in (("256x256", 0.02, 0.05), ("1600x1200", 0.5, 0.9))}  # fmt: skip
-    fake_results["sections"]["10"] = {
-        "training": {"cellpose": "3.1.1.3", "images": 377, "train_s": 3300.0, "epochs": 6,
-                     "epoch_s": 500.0},
-        "accuracy": accuracy, "timing": timing, "tools": tools,
+    return {
+        "cellcount": ours, "accuracy": accuracy, "timing": timing,
+        "peers": {key: {"tool": p["tool"], "trained": p["trained"], "timed": f"{key} things",
+                        "training": {"images": 377}} for key, p in peers.items()},
         "images": {"256x256": "a.png", "1600x1200": "b.png"},
     }  # fmt: skip
+
+
+def test_peer_section_compares_every_peer_on_speed_and_accuracy(
+    fake_results: dict[str, Any],
+) -> None:
+    fake_results["sections"]["10"] = _peer_results()
     page = rendering.render(fake_results)
     assert "| cellcount vs Cellpose 3 end to end, 256x256, per image | >= 5x faster | " \
         "8.00x faster |" in page  # fmt: skip
+    assert "| cellcount vs StarDist 2D end to end, 1600x1200, per image | >= 5x faster | " \
+        "2.00x faster |" in page  # fmt: skip
     assert "| F1 / MAE on dsb_360x360 (held out), cellcount vs Cellpose 3 | F1 >=, MAE <= " \
-        "Cellpose's | 0.900 vs 0.700 / 3.00 vs 6.00 |" in page  # fmt: skip
-    assert "## 10. Peers: Cellpose 3 side by side" in page and "55.0 min (6 epochs" in page
+        "Cellpose 3's | 0.900 vs 0.700 / 3.00 vs 6.00 |" in page  # fmt: skip
+    assert "| F1 / MAE on dsb_360x360 (held out), cellcount vs StarDist 2D | F1 >=, MAE <= " \
+        "StarDist 2D's | 0.900 vs 0.800 / 3.00 vs 4.00 |" in page  # fmt: skip
+    assert "## 10. Peers: Cellpose 3 and StarDist 2D side by side" in page
+    assert "- StarDist 2D (from scratch, native scale): 40 epochs in 54.0 min." in page
+    assert "StarDist 2D: stardist things" in page
+    assert "| 256x256 (`a.png`) | StarDist 2D (from scratch, native scale) |" in page
 
 
-def test_peer_section_says_how_to_get_the_cellpose_model(
+def test_peers_page_is_the_section_with_its_command(fake_results: dict[str, Any]) -> None:
+    data = _peer_results()
+    del data["peers"]["cellpose"]
+    data["accuracy"] = [row for row in data["accuracy"] if not row["tool"].startswith("Cell")]
+    for times in data["timing"].values():
+        del times["cellpose"]
+    page = rendering.peers_page(data, "make peers PEERS=stardist", "2026-12-03 12:00 UTC")
+    assert page.startswith("# StarDist 2D side by side\n\n`make peers PEERS=stardist`, 2026-12-03")
+    assert "Cellpose" not in page and "| dsb_360x360 | StarDist 2D" in page
+
+
+def test_peer_section_says_how_to_train_the_peers(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from benchmarks import bench_peers
     from scripts import peers
 
-    untrained = dataclasses.replace(peers.PEERS["cellpose"], model_dir=tmp_path / "none")
-    monkeypatch.setitem(peers.PEERS, "cellpose", untrained)
+    for key, peer in peers.PEERS.items():
+        monkeypatch.setitem(peers.PEERS, key, dataclasses.replace(peer, model_dir=tmp_path / key))
     (tmp_path / "dsb" / "images").mkdir(parents=True)
-    with pytest.raises(RuntimeError, match="make peers"):
+    with pytest.raises(RuntimeError, match=r"no trained peer model .*make peers"):
         bench_peers.run(1, tmp_path / "dsb")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import logging
 from pathlib import Path
+from types import SimpleNamespace
 
 import kneed
 import numpy as np
@@ -237,4 +238,12 @@ def test_sweep_on_given_images_reproduces_the_trained_choice(
     assert sweep.count_threshold == pytest.approx(hparams["count_threshold"])
     assert sweep.count_split == SplitProfile.from_dict(hparams["count_split"])
     assert sweep.count_result["threshold"] == sweep.count_threshold
+    assert "threshold sweep" in capsys.readouterr().err
+    # In training the bar follows the trainer's own progress bar.
+    sweep._images = images
+    quiet = SimpleNamespace(is_global_zero=True, progress_bar_callback=None)
+    sweep.run(quiet, load_module(best), 2)  # type: ignore[arg-type]
+    assert "threshold sweep" not in capsys.readouterr().err
+    shown = SimpleNamespace(is_global_zero=True, progress_bar_callback=object())
+    sweep.run(shown, load_module(best), 2)  # type: ignore[arg-type]
     assert "threshold sweep" in capsys.readouterr().err

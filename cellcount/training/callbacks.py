@@ -160,12 +160,15 @@ class ThresholdSweep(pl.Callback):
         splits: tuple[SplitProfile, ...] = (PAPER_SPLIT,),
     ) -> tuple[dict[SplitProfile, list[dict[str, float]]], float]:
         """Sweep the grid over (up to ``max_images``) validation images, post-processed
-        with each split profile (the paper's first); store the choices.
+        with each split profile (the paper's first); store the choices. A bar over the
+        images shows when the trainer shows its progress bar (on the main process).
 
         Returns:
             One sweep table per profile, and the kneedle threshold (paper profile).
         """
-        return self.sweep(module, self.images(trainer)[: max_images or None], splits)
+        shown = trainer.is_global_zero and trainer.progress_bar_callback is not None
+        images = self.images(trainer)[: max_images or None]
+        return self.sweep(module, images, splits, progress=shown)
 
     def sweep(
         self,
@@ -183,7 +186,7 @@ class ThresholdSweep(pl.Callback):
         params = [PostprocessParams.from_cell_diameter(diameter, split) for split in splits]
         rank, world = _rank_world()
         numbered = tqdm(enumerate(images), total=len(images), desc="threshold sweep",
-                        unit="image", disable=not progress)  # fmt: skip
+                        unit="image", disable=not progress, leave=False)  # fmt: skip
         local = [
             (index, _sweep_profiles(predict_probabilities(module, image), truth, self.grid,
                                     params, self.radius, self.matching))

@@ -235,12 +235,13 @@ def test_finetune_writes_checkpoint_card_and_before_after_report(
     out = tmp_path / "mine.ckpt"
     base = tiny_run / "checkpoints" / "best.ckpt"
     status = finetune_main([str(images), "--points", str(points), "--out", str(out),
-                            "--from", str(base), "--minutes", "0.05", "--quiet"])  # fmt: skip
+                            "--from", str(base), "--minutes", "0.05", "--quiet",
+                            "--folds", "1"])  # fmt: skip
     assert status == 0
     tuned = load_module(out)
     assert tuned.hparams["arch_kwargs"] == load_module(base).hparams["arch_kwargs"]
     card = json.loads(out.with_suffix(".json").read_text())
-    assert card["images"] == 3 and len(card["held_out_images"]) >= 1
+    assert card["images"] == 3 and card["folds"] == 1 and 1 <= len(card["held_out_images"]) < 3
     for label in ("before", "after"):
         assert card["held_out_scores"][label]["n_images"] == len(card["held_out_images"])
     report = out.with_suffix(".report.md").read_text()
@@ -250,6 +251,39 @@ def test_finetune_writes_checkpoint_card_and_before_after_report(
     (points / f"{sorted(p.stem for p in images.iterdir())[0]}.csv").unlink()
     assert finetune_main([str(images), "--points", str(points), "--out", str(out),
                           "--from", str(base), "--quiet"]) == 2  # fmt: skip
+
+
+def test_few_annotated_images_are_cross_validated_and_every_one_is_scored_once(
+    tiny_run: Path, tmp_path: Path
+) -> None:
+    from cellcount.inference.checkpoints import load_module, read_checkpoint
+    from cellcount.training.finetune import FinetuneOptions, finetune, folds_of
+
+    images, points = _clicked_dataset(tmp_path / "lab", 3)
+    names = sorted(path.stem for path in images.iterdir())
+    out = tmp_path / "cv.ckpt"
+    base = str(tiny_run / "checkpoints" / "best.ckpt")
+    listed = [(path, path.stem) for path in sorted(images.iterdir())]
+    card = finetune(FinetuneOptions(listed, points, out, base, minutes=0.1, progress=False))
+    assert card["folds"] == 3  # under 5 images: leave-one-out
+    held = [fold["held_out"] for fold in card["fold_choices"]]
+    assert sorted(n for fold in held for n in fold) == names == card["held_out_images"]
+    for label in ("before", "after"):
+        assert card["held_out_scores"][label]["n_images"] == 3
+    for k, fold in enumerate(held, start=1):  # each fold trained without its own image
+        split = json.loads((tmp_path / "cv_finetune" / f"fold{k}" / "split.json").read_text())
+        assert split["val"] == fold and not set(split["train"]) & set(fold)
+    thresholds = [fold["threshold"] for fold in card["fold_choices"]]
+    stored = read_checkpoint(out)["hyper_parameters"]
+    assert float(load_module(out).threshold) == pytest.approx(np.median(thresholds))
+    assert stored["count_threshold"] == pytest.approx(
+        np.median([fold["count_threshold"] for fold in card["fold_choices"]]))  # fmt: skip
+    assert "3-fold cross-validation" in out.with_suffix(".report.md").read_text()
+    # Folds are a seeded deal of the names: disjoint, covering, reproducible.
+    dealt = folds_of([f"i{k}" for k in range(10)], 3, seed=1)
+    flat = [name for fold in dealt for name in fold]
+    assert sorted(flat) == sorted(f"i{k}" for k in range(10))
+    assert [len(f) for f in dealt] == [4, 3, 3] and dealt == folds_of(flat[::-1], 3, 1)
 
 
 def test_one_annotated_image_is_cut_into_a_training_and_a_held_out_half(tmp_path: Path) -> None:

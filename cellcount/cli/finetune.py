@@ -44,6 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--held-out", type=float, default=0.3, metavar="SHARE",
                         help="share of the images held out to choose thresholds and score "
                              "the result (default %(default)s)")  # fmt: skip
+    parser.add_argument("--folds", type=int, default=0, metavar="K",
+                        help="k-fold cross-validation instead of a held-out share (1: never; "
+                             "default: leave-one-out below 5 images, else the held-out "
+                             "share)")  # fmt: skip
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
@@ -56,6 +60,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if out.suffix != ".ckpt":
         print(f"cellcount finetune: error: --out {out} must end in .ckpt", file=sys.stderr)
         return 2
+    if args.folds < 0:
+        print(f"cellcount finetune: error: --folds must be 0 (choose), 1 or more, got "
+              f"{args.folds}", file=sys.stderr)  # fmt: skip
+        return 2
     if not 0 < args.held_out < 1:
         print(f"cellcount finetune: error: --held-out must be in (0, 1), got {args.held_out}",
               file=sys.stderr)  # fmt: skip
@@ -63,7 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         images = collect_inputs(args.inputs)
         options = FinetuneOptions(images, Path(args.points), out, args.base, args.minutes,
-                                  args.held_out, args.seed, not args.quiet)  # fmt: skip
+                                  args.held_out, args.seed, not args.quiet, args.folds)  # fmt: skip
         card = finetune(options)
     except (DataError, ValueError, FileNotFoundError) as err:
         print(f"cellcount finetune: error: {err}", file=sys.stderr)

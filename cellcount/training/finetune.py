@@ -2,10 +2,17 @@
 
 :func:`finetune` pairs each image with its annotation, lays them out as a
 ``data=points`` dataset in a work folder, trains from the base model's weights
-(``init_ckpt``) for ``minutes`` with the usual pipeline (the held-out share of the
-images is the validation split on which both thresholds are chosen), writes the
-checkpoint, and scores the base and the fine-tuned model on the held-out images
-(:func:`before_after`): a model card (JSON), a report (Markdown) and an overlay.
+(``init_ckpt``) with the usual pipeline, writes the checkpoint, and scores the base
+and the fine-tuned model on images the fine-tuned model did not train on
+(:func:`held_out_rows`): a model card (JSON), a report (Markdown) and an overlay.
+
+With enough images, a held-out share of them is the validation split on which both
+thresholds are chosen and the scores are taken. With few (under :data:`CV_BELOW`, or
+``folds`` asked for), one held-out image says little, so it cross-validates: each of
+k folds trains on the other images and is scored on its own; the checkpoint is then
+trained on all images and takes the median of the folds' thresholds. The budget is
+shared evenly by the k + 1 runs. Each run is its own folder, so an interrupted
+fine-tuning goes on with the runs not yet finished.
 """
 
 from __future__ import annotations
@@ -28,6 +35,8 @@ from cellcount.data.points import (
 )
 
 TABLE_KEYS = ("precision", "recall", "f1", "mae", "mpe")
+CV_BELOW = 5  # fewer dataset images than this: leave-one-out cross-validation
+ScoreRows = dict[str, list[dict[str, Any]]]  # "before"/"after" -> one score row per image
 
 
 @dataclass(frozen=True)
@@ -40,9 +49,13 @@ class FinetuneOptions:
         out: the checkpoint to write (``.ckpt``); its card, report and overlay go beside it.
         base: checkpoint or shipped model name to start from.
         minutes: training time budget (> 0).
-        held_out: share of the images kept for choosing thresholds and the report (0, 1).
-        seed: seed of the split, the weights' order of visits and augmentation.
+        held_out: share of the images kept for choosing thresholds and the report (0, 1),
+            when it does not cross-validate.
+        seed: seed of the split and folds, the weights' order of visits and augmentation.
         progress: show Lightning's progress bar.
+        folds: 0 chooses (leave-one-out under :data:`CV_BELOW` images, else a held-out
+            share); 1 a held-out share; k >= 2 k-fold cross-validation (at most one
+            fold per image).
     """
 
     images: list[tuple[Path, str]]
@@ -53,6 +66,7 @@ class FinetuneOptions:
     held_out: float = 0.3
     seed: int = 0
     progress: bool = True
+    folds: int = 0
 
 
 def prepare_dataset(options: FinetuneOptions, root: Path) -> int:
@@ -147,86 +161,167 @@ def _hydra_value(value: Any) -> str:
     return str(value)
 
 
-def train_overrides(options: FinetuneOptions, work: Path) -> list[str]:
-    """The ``cellcount.train`` overrides of a fine-tuning run in ``work``."""
-    seconds = max(1, round(options.minutes * 60))
+def train_overrides(options: FinetuneOptions, work: Path, run: Path, minutes: float) -> list[str]:
+    """The ``cellcount.train`` overrides of a fine-tuning run in ``run`` (data in ``work``)."""
+    seconds = max(1, round(minutes * 60))
     budget = f"00:{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
     return [
         "data=points", f"data.root={work / 'data'}", f"data.val_fraction={options.held_out}",
         "data.test_fraction=0.0", f"init_ckpt={options.base}", f"seed={options.seed}",
-        f"paths.output_dir={work}", f"paths.run_dir={work / 'run'}", "logger=csv",
+        f"paths.output_dir={work}", f"paths.run_dir={run}", "logger=csv",
         "test=false", "trainer.max_epochs=10000", f"+trainer.max_time={budget}",
         f"trainer.enable_progress_bar={str(options.progress).lower()}",
         "callbacks.threshold_sweep.every_n_epochs=0",
     ]  # fmt: skip
 
 
-def finetune(options: FinetuneOptions) -> dict[str, Any]:
-    """Fine-tune, write the checkpoint, card, report and overlay; return the card."""
+def fold_count(options: FinetuneOptions, images: int) -> int:
+    """Cross-validation folds for a dataset of ``images`` (1: a held-out share instead)."""
+    if options.folds:
+        return max(1, min(options.folds, images))
+    return images if 2 <= images < CV_BELOW else 1
+
+
+def folds_of(names: list[str], folds: int, seed: int) -> list[list[str]]:
+    """``names`` dealt into ``folds`` groups after a seeded shuffle (sorted in each)."""
+    order = sorted(names)
+    np.random.default_rng(seed).shuffle(order)
+    return [sorted(order[k::folds]) for k in range(folds)]
+
+
+@dataclass(frozen=True)
+class Run:
+    """One training run of a fine-tuning: its results record and its best model."""
+
+    results: dict[str, Any]
+    model: Any  # CellSegModule
+
+
+def train_run(options: FinetuneOptions, work: Path, run: Path, minutes: float, base: Any,
+              split: Any = None) -> Run:  # fmt: skip
+    """Train one run in ``run`` (on ``split`` when given, else the seeded held-out share)."""
     from hydra import compose, initialize_config_module
     from hydra.core.global_hydra import GlobalHydra
 
-    from cellcount.data.splits import Split
-    from cellcount.inference.checkpoints import load_module, save_checkpoint
-    from cellcount.inference.pretrained import resolve_model
+    from cellcount.inference.checkpoints import load_module
     from cellcount.training.train import train
 
-    work = options.out.with_name(f"{options.out.stem}_finetune")
-    count = prepare_dataset(options, work / "data")
-    base = load_module(resolve_model(options.base), "cpu")
-    overrides = [*train_overrides(options, work), *base_overrides(base)]
+    if split is not None and not (run / "split.json").exists():
+        run.mkdir(parents=True, exist_ok=True)
+        split.save(run / "split.json")
+    overrides = [*train_overrides(options, work, run, minutes), *base_overrides(base)]
     GlobalHydra.instance().clear()
     with initialize_config_module("cellcount.conf", version_base="1.3"):
         cfg = compose("train", overrides=overrides)
     results = train(cfg)
-    tuned = load_module(results["best_checkpoint"], "cpu")
-    save_checkpoint(tuned, options.out)
-    held_out = Split.load(work / "run" / "split.json").val
-    scores = before_after(options, work / "data", held_out, base, tuned)
+    return Run(results, load_module(results["best_checkpoint"], "cpu"))
+
+
+def cross_validate(options: FinetuneOptions, work: Path, base: Any, folds: int
+                   ) -> tuple[Run, list[dict[str, Any]], ScoreRows]:  # fmt: skip
+    """k fold runs, each scored on its own images, then a run on all images that takes
+    the median of the folds' thresholds and their most common split profile.
+
+    Returns:
+        The final run, each fold's held-out names and choices, the pooled score rows.
+    """
+    from cellcount.data.splits import Split
+
+    names = sorted(path.stem for path in (work / "data" / "images").iterdir())
+    minutes = options.minutes / (folds + 1)
+    rows: ScoreRows = {"before": [], "after": []}
+    chosen = []
+    for k, held in enumerate(folds_of(names, folds, options.seed), start=1):
+        split = Split(train=sorted(set(names) - set(held)), val=held, test=[])
+        fold = train_run(options, work, work / f"fold{k}", minutes, base, split)
+        for label, scored in held_out_rows(options, work / "data", held, base, fold.model,
+                                           overlay=k == 1).items():  # fmt: skip
+            rows[label] += scored
+        chosen.append({"held_out": held, **{key: fold.results.get(key) for key in
+                       ("threshold", "count_threshold", "count_split")}})  # fmt: skip
+    final = train_run(options, work, work / "run", minutes, base, Split(names, names, []))
+    final.model.threshold.fill_(float(np.median([c["threshold"] for c in chosen])))
+    final.model.hparams["count_threshold"] = float(np.median([c["count_threshold"]
+                                                              for c in chosen]))  # fmt: skip
+    profiles = [json.dumps(c["count_split"], sort_keys=True) for c in chosen]
+    final.model.hparams["count_split"] = json.loads(max(profiles, key=profiles.count))
+    return final, chosen, rows
+
+
+def finetune(options: FinetuneOptions) -> dict[str, Any]:
+    """Fine-tune, write the checkpoint, card, report and overlay; return the card."""
+    from cellcount.data.splits import Split
+    from cellcount.evaluation.truth_points import summary
+    from cellcount.inference.checkpoints import load_module, save_checkpoint
+    from cellcount.inference.pretrained import resolve_model
+
+    work = options.out.with_name(f"{options.out.stem}_finetune")
+    count = prepare_dataset(options, work / "data")
+    base = load_module(resolve_model(options.base), "cpu")
+    folds = fold_count(options, len(list((work / "data" / "images").iterdir())))
+    if folds == 1:
+        final = train_run(options, work, work / "run", options.minutes, base)
+        held_out = Split.load(work / "run" / "split.json").val
+        rows = held_out_rows(options, work / "data", held_out, base, final.model)
+        chosen = [{"held_out": held_out}]
+    else:
+        final, chosen, rows = cross_validate(options, work, base, folds)
+    save_checkpoint(final.model, options.out)
+    hparams = final.model.hparams
     card = {
-        "base": options.base, "images": count, "held_out_images": held_out,
-        "minutes": options.minutes, "epochs": results.get("epochs"),
-        "threshold": results.get("threshold"), "count_threshold": results.get("count_threshold"),
-        "count_split": results.get("count_split"), "normalization": tuned.normalization.as_dict(),
-        "held_out_scores": scores, "run_dir": str(work / "run"),
+        "base": options.base, "images": count, "folds": folds,
+        "held_out_images": sorted(name for fold in chosen for name in fold["held_out"]),
+        "fold_choices": chosen if folds > 1 else [],
+        "minutes": options.minutes, "epochs": final.results.get("epochs"),
+        "threshold": float(final.model.threshold), "count_threshold": hparams["count_threshold"],
+        "count_split": hparams["count_split"],
+        "normalization": final.model.normalization.as_dict(),
+        "held_out_scores": {label: summary(scored) for label, scored in rows.items()},
+        "run_dir": str(work / "run"),
     }  # fmt: skip
     options.out.with_suffix(".json").write_text(json.dumps(card, indent=1))
     options.out.with_suffix(".report.md").write_text(report_markdown(card))
     return card
 
 
-def before_after(
-    options: FinetuneOptions, data: Path, names: list[str], base: Any, tuned: Any
-) -> dict[str, dict[str, float]]:
-    """Scores of the base and the fine-tuned model on the held-out images, against the
-    points (sizes estimated per image, as ``cellcount count`` runs); writes an overlay
-    of the first held-out image as counted by the fine-tuned model."""
+def held_out_rows(options: FinetuneOptions, data: Path, names: list[str], base: Any, tuned: Any,
+                  overlay: bool = True) -> ScoreRows:  # fmt: skip
+    """Per-image score rows of the base ("before") and the fine-tuned model ("after") on
+    held-out images, against their points (sizes estimated per image, as ``cellcount
+    count`` runs); with ``overlay``, writes the first image as the fine-tuned model
+    counts it."""
     from cellcount.counter import Counter
     from cellcount.evaluation.overlays import render_overlay, save_png
-    from cellcount.evaluation.truth_points import score_labels, summary
+    from cellcount.evaluation.truth_points import score_labels
 
     models = {"before": Counter(base), "after": Counter(tuned)}
     images = {path.stem: path for path in sorted((data / "images").iterdir())}
-    scores = {}
+    rows: ScoreRows = {}
     for label, counter in models.items():
-        rows = []
+        rows[label] = []
         for name in names:
             result = counter.count(images[name])
-            rows.append(score_labels(result.labels, data / "points", name, result.cell_diameter))
-            if label == "after" and name == names[0]:
+            rows[label].append(score_labels(result.labels, data / "points", name,
+                                            result.cell_diameter))  # fmt: skip
+            if overlay and label == "after" and name == names[0]:
                 picture = render_overlay(result.image, result.labels, numbers=True)
                 save_png(picture, options.out.with_suffix(".overlay.png"))
-        scores[label] = summary(rows)
-    return scores
+    return rows
 
 
 def report_markdown(card: dict[str, Any]) -> str:
     """The before/after table of a fine-tuning run's card."""
     scores = card["held_out_scores"]
+    if card["folds"] > 1:
+        how = (f"{card['folds']}-fold cross-validation: each image scored by the fold run "
+               "that did not train on it; the checkpoint trained on all images and takes the "
+               "median of the folds' thresholds")  # fmt: skip
+    else:
+        how = f"held out: {', '.join(card['held_out_images'])}"
     lines = [
         f"# Fine-tuning report\n\nStarted from `{card['base']}`; {card['images']} annotated "
-        f"images, held out: {', '.join(card['held_out_images'])}; {card['minutes']} minutes, "
-        f"{card['epochs']} epochs. Scores on the held-out images against their points:\n",
+        f"images; {how}; {card['minutes']} minutes, {card['epochs']} epochs (final run). "
+        "Scores on held-out images against their points:\n",
         "| model | " + " | ".join(TABLE_KEYS) + " |",
         "|---|" + "---:|" * len(TABLE_KEYS),
     ]

@@ -14,9 +14,10 @@ Stains the shipped model never trained on, with their masks reduced to centroid 
 * ``fnc_red``: the two FNC red images the model trained on are the annotated ones, the
   two held-out ones (never seen) the test set.
 
-Each fine-tuning run is ``cellcount finetune`` (held-out share 0.3 of the N images for
-its thresholds); the test images are counted by the shipped and the fine-tuned model
-(sizes estimated per image) and matched to the clicks. Writes
+Each fine-tuning run is ``cellcount finetune`` with its defaults (under 5 images it
+cross-validates, else it holds out 0.3 of the N images for its thresholds); the test
+images are counted by the shipped and the fine-tuned model (sizes estimated per image)
+and matched to the clicks. Writes
 ``docs/results/finetune.md`` and ``.csv``.
 """
 
@@ -123,13 +124,14 @@ def run_set(name: str, pool: list, test: list, args: argparse.Namespace) -> list
 
 
 def used(checkpoint: Path) -> dict[str, float]:
-    """Epochs and minutes a fine-tuning run took (early stopping may end it before its
-    budget): from its run record, written at the start (run_info.json) and at the end
-    (results.json) of the training run."""
-    run = checkpoint.with_name(f"{checkpoint.stem}_finetune") / "run"
-    results = run / "results.json"
-    seconds = results.stat().st_mtime - (run / "run_info.json").stat().st_mtime
-    return {"epochs": json.loads(results.read_text())["epochs"], "trained_min": seconds / 60}
+    """Epochs of the final run and minutes of every run of a fine-tuning (its folds, when it
+    cross-validated, and the final run; early stopping may end each before its budget),
+    from each run's record, written at its start (run_info.json) and end (results.json)."""
+    work = checkpoint.with_name(f"{checkpoint.stem}_finetune")
+    seconds = sum((run / "results.json").stat().st_mtime - (run / "run_info.json").stat().st_mtime
+                  for run in [*sorted(work.glob("fold*")), work / "run"])  # fmt: skip
+    epochs = json.loads((work / "run" / "results.json").read_text())["epochs"]
+    return {"epochs": epochs, "trained_min": seconds / 60}
 
 
 def runs(pool: int, args: argparse.Namespace) -> list[tuple[int, float]]:

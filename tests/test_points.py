@@ -253,6 +253,18 @@ def test_finetune_writes_checkpoint_card_and_before_after_report(
                           "--from", str(base), "--quiet"]) == 2  # fmt: skip
 
 
+def test_finetune_refuses_a_negative_fold_count(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from cellcount.cli.finetune import main as finetune_main
+
+    images, points = _clicked_dataset(tmp_path / "lab", 1)
+    assert finetune_main([str(images), "--points", str(points), "--out",
+                          str(tmp_path / "m.ckpt"), "--folds", "-2"]) == 2  # fmt: skip
+    assert "--folds must be 0 (choose), 1 or more, got -2" in capsys.readouterr().err
+    assert not (tmp_path / "m_finetune").exists()
+
+
 def test_few_annotated_images_are_cross_validated_and_every_one_is_scored_once(
     tiny_run: Path, tmp_path: Path
 ) -> None:

@@ -202,6 +202,19 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
     return [{k: (v if k in text else float(v)) for k, v in row.items()} for row in rows]
 
 
+def merged(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``old`` rows that no ``new`` row measures again (same set, images and minutes), and
+    the ``new`` rows; by set (in first-seen order), then images, then minutes."""
+
+    def key(row: dict[str, Any]) -> tuple[str, float, float]:
+        return row["set"], float(row["images"]), float(row["minutes"])
+
+    again = {key(row) for row in new}
+    rows = [row for row in old if key(row) not in again] + new
+    order = list(dict.fromkeys(row["set"] for row in rows))
+    return sorted(rows, key=lambda row: (order.index(row["set"]), *key(row)[1:]))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-root", type=Path, default=DSB_FULL)
@@ -213,6 +226,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--at", type=int, default=10, help="images of the minutes axis")
     parser.add_argument("--sets", nargs="+", default=["dsb_360x360", "fnc_red"])
     parser.add_argument("--work", type=Path, default=REPO / "outputs" / "finetune_curve")
+    parser.add_argument("--merge", action="store_true",
+                        help="keep the rows of finetune.csv this run does not measure (same "
+                             "set, images and minutes are replaced)")  # fmt: skip
     parser.add_argument("--plot-only", action="store_true",
                         help="redraw finetune_curve.png from finetune.csv")  # fmt: skip
     args = parser.parse_args(argv)
@@ -225,8 +241,12 @@ def main(argv: list[str] | None = None) -> int:
         if name in args.sets:
             rows += run_set(name, pool, test, args)
     OUT.mkdir(parents=True, exist_ok=True)
-    write_csv(OUT / "finetune.csv", [{k: r[k] for k in COLUMNS} for r in rows], COLUMNS)
     command = "python -m scripts.finetune_curve " + " ".join(argv or sys.argv[1:])
+    if args.merge:
+        previous = (OUT / "finetune.md").read_text().splitlines()[0].strip("`")
+        rows = merged(read_rows(OUT / "finetune.csv"), rows)
+        command = f"{previous}` then `{command}"
+    write_csv(OUT / "finetune.csv", [{k: r[k] for k in COLUMNS} for r in rows], COLUMNS)
     atomic_write_text(OUT / "finetune.md", markdown(rows, command))
     plot(rows, OUT / "finetune_curve.png", args.budget, args.at)
     print(markdown(rows, command))

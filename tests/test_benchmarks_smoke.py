@@ -445,3 +445,16 @@ def test_finetune_section_shows_the_curve_script_rows() -> None:
     shipped = next(r for r in data["rows"] if r["model"] == "pretrained")
     assert f"| {shipped['set']} | 0 | 0 | 0 | 0.0 | pretrained |" in body
     assert body.count("| fine-tuned |") == sum(r["model"] == "fine-tuned" for r in data["rows"])
+
+
+def test_a_partial_curve_rerun_replaces_only_the_rows_it_measured() -> None:
+    from scripts.finetune_curve import merged
+
+    def row(name: str, images: int, minutes: float, f1: float) -> dict[str, Any]:
+        return {"set": name, "images": images, "minutes": minutes, "f1": f1}
+
+    old = [row("b", 0, 0, 0.1), row("b", 2, 4, 0.2), row("a", 0, 0, 0.3), row("a", 10, 4, 0.4)]
+    new = [row("a", 3, 4, 0.9), row("b", 2, 4, 0.8)]
+    rows = merged(old, new)
+    assert [(r["set"], r["images"], r["f1"]) for r in rows] == [
+        ("b", 0, 0.1), ("b", 2, 0.8), ("a", 0, 0.3), ("a", 3, 0.9), ("a", 10, 0.4)]  # fmt: skip

@@ -198,8 +198,12 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
     """The curve's CSV back as numbers."""
     with path.open(newline="") as handle:
         rows = list(csv.DictReader(handle))
-    text = {"set", "model"}
-    return [{k: (v if k in text else float(v)) for k, v in row.items()} for row in rows]
+    text, whole = {"set", "model"}, {"images", "epochs", "test_images"}
+
+    def value(key: str, cell: str) -> Any:
+        return cell if key in text else int(float(cell)) if key in whole else float(cell)
+
+    return [{key: value(key, cell) for key, cell in row.items()} for row in rows]
 
 
 def merged(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -458,3 +458,16 @@ def test_a_partial_curve_rerun_replaces_only_the_rows_it_measured() -> None:
     rows = merged(old, new)
     assert [(r["set"], r["images"], r["f1"]) for r in rows] == [
         ("b", 0, 0.1), ("b", 2, 0.8), ("a", 0, 0.3), ("a", 3, 0.9), ("a", 10, 0.4)]  # fmt: skip
+
+
+def test_curve_rows_read_back_keep_whole_counts_whole(tmp_path: Path) -> None:
+    from cellcount.runtime.files import write_csv
+    from scripts.finetune_curve import COLUMNS, markdown, read_rows
+
+    row = {"set": "a", "images": 10, "minutes": 4.0, "epochs": 69, "trained_min": 2.4,
+           "model": "fine-tuned", "test_images": 40, "precision": 0.9, "recall": 0.8,
+           "f1": 0.85, "mae": 3.2, "mpe": -0.1}  # fmt: skip
+    write_csv(tmp_path / "c.csv", [row], COLUMNS)
+    back = read_rows(tmp_path / "c.csv")
+    assert back == [row]
+    assert "| a | 10 | 4 | 69 | 2.4 | fine-tuned | 40 |" in markdown(back, "cmd")

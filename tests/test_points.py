@@ -322,3 +322,18 @@ def test_one_annotated_image_is_cut_into_a_training_and_a_held_out_half(tmp_path
     assert np.allclose(np.sort(back, axis=0), np.sort(clicks, axis=0), atol=0.01)
     with pytest.raises(DataError, match="at least 1 annotated image"):
         prepare_dataset(FinetuneOptions([], points, tmp_path / "m.ckpt"), root)
+
+
+def test_runs_sharing_a_deadline_absorb_what_earlier_runs_overran(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from cellcount.training import finetune as module
+
+    now = [1000.0]
+    monkeypatch.setattr(module.time, "monotonic", lambda: now[0])
+    deadline = now[0] + 9 * 60  # 9 minutes for 3 runs
+    assert module.run_minutes(deadline, 3, 3.0) == pytest.approx(3.0)
+    now[0] += 4 * 60  # the first run took 4 minutes with its scoring
+    assert module.run_minutes(deadline, 2, 3.0) == pytest.approx(2.5)
+    now[0] += 5 * 60  # the deadline is spent: the last run still trains a quarter share
+    assert module.run_minutes(deadline, 1, 3.0) == pytest.approx(0.75)

@@ -10,8 +10,8 @@ With enough images, a held-out share of them is the validation split on which bo
 thresholds are chosen and the scores are taken. With few (under :data:`CV_BELOW`, or
 ``folds`` asked for), one held-out image says little, so it cross-validates: each of
 k folds trains on the other images and is scored on its own; the checkpoint is then
-trained on all images and takes the median of the folds' thresholds. The budget is
-shared evenly by the k + 1 runs. Each run is its own folder, so an interrupted
+trained on all images and takes the median of the folds' thresholds. The k + 1 runs
+share one deadline (:func:`run_minutes`). Each run is its own folder, so an interrupted
 fine-tuning goes on with the runs not yet finished.
 """
 
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -217,6 +218,15 @@ def train_run(options: FinetuneOptions, work: Path, run: Path, minutes: float, b
     return Run(results, load_module(results["best_checkpoint"], "cpu"))
 
 
+def run_minutes(deadline: float, runs_left: int, share: float) -> float:
+    """Training minutes for the next of ``runs_left`` runs that share a ``deadline``
+    (``time.monotonic()`` seconds): an even part of the time left, so what earlier runs
+    spent around their training (setup, threshold sweeps, scoring) comes off the later
+    ones; never under a quarter of the even ``share`` (minutes), so every run trains."""
+    left = (deadline - time.monotonic()) / 60
+    return max(left / runs_left, share / 4)
+
+
 def cross_validate(options: FinetuneOptions, work: Path, base: Any, folds: int
                    ) -> tuple[Run, list[dict[str, Any]], ScoreRows]:  # fmt: skip
     """k fold runs, each scored on its own images, then a run on all images that takes
@@ -228,17 +238,20 @@ def cross_validate(options: FinetuneOptions, work: Path, base: Any, folds: int
     from cellcount.data.splits import Split
 
     names = sorted(path.stem for path in (work / "data" / "images").iterdir())
-    minutes = options.minutes / (folds + 1)
+    deadline = time.monotonic() + options.minutes * 60
+    share = options.minutes / (folds + 1)
     rows: ScoreRows = {"before": [], "after": []}
     chosen = []
     for k, held in enumerate(folds_of(names, folds, options.seed), start=1):
         split = Split(train=sorted(set(names) - set(held)), val=held, test=[])
+        minutes = run_minutes(deadline, folds + 2 - k, share)
         fold = train_run(options, work, work / f"fold{k}", minutes, base, split)
         for label, scored in held_out_rows(options, work / "data", held, base, fold.model,
                                            overlay=k == 1).items():  # fmt: skip
             rows[label] += scored
         chosen.append({"held_out": held, **{key: fold.results.get(key) for key in
                        ("threshold", "count_threshold", "count_split")}})  # fmt: skip
+    minutes = run_minutes(deadline, 1, share)
     final = train_run(options, work, work / "run", minutes, base, Split(names, names, []))
     final.model.threshold.fill_(float(np.median([c["threshold"] for c in chosen])))
     final.model.hparams["count_threshold"] = float(np.median([c["count_threshold"]

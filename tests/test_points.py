@@ -291,6 +291,9 @@ def test_few_annotated_images_are_cross_validated_and_every_one_is_scored_once(
     assert stored["count_threshold"] == pytest.approx(
         np.median([fold["count_threshold"] for fold in card["fold_choices"]]))  # fmt: skip
     assert "3-fold cross-validation" in out.with_suffix(".report.md").read_text()
+    assert (
+        1 <= card["epochs"] <= max(1, round(np.median([f["epochs"] for f in card["fold_choices"]])))
+    )
     # Folds are a seeded deal of the names: disjoint, covering, reproducible.
     dealt = folds_of([f"i{k}" for k in range(10)], 3, seed=1)
     flat = [name for fold in dealt for name in fold]
@@ -331,9 +334,12 @@ def test_runs_sharing_a_deadline_absorb_what_earlier_runs_overran(
 
     now = [1000.0]
     monkeypatch.setattr(module.time, "monotonic", lambda: now[0])
-    deadline = now[0] + 9 * 60  # 9 minutes for 3 runs
-    assert module.run_minutes(deadline, 3, 3.0) == pytest.approx(3.0)
-    now[0] += 4 * 60  # the first run took 4 minutes with its scoring
-    assert module.run_minutes(deadline, 2, 3.0) == pytest.approx(2.5)
-    now[0] += 5 * 60  # the deadline is spent: the last run still trains a quarter share
-    assert module.run_minutes(deadline, 1, 3.0) == pytest.approx(0.75)
+    deadline = now[0] + 8 * 60  # 8 minutes for two folds of 1 image and a final run of 2
+    assert module.run_minutes(deadline, [1, 1, 2], 2.0) == pytest.approx(2.0)
+    now[0] += 4 * 60  # the first fold took 4 minutes with its scoring
+    assert module.run_minutes(deadline, [1, 2], 2.0) == pytest.approx(4 / 3)
+    now[0] += 4 * 60  # the deadline is spent: the final run still trains a quarter share
+    assert module.run_minutes(deadline, [2], 4.0) == pytest.approx(1.0)
+    # The final run trains at most the folds' epochs, so the folds' thresholds fit it.
+    options = module.FinetuneOptions([], Path("p"), Path("m.ckpt"))
+    assert "trainer.max_epochs=7" in module.train_overrides(options, Path("w"), Path("r"), 1, 7)

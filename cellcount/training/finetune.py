@@ -10,9 +10,9 @@ With enough images, a held-out share of them is the validation split on which bo
 thresholds are chosen and the scores are taken. With few (under :data:`CV_BELOW`, or
 ``folds`` asked for), one held-out image says little, so it cross-validates: each of
 k folds trains on the other images and is scored on its own; the checkpoint is then
-trained on all images and takes the median of the folds' thresholds. The k + 1 runs
-share one deadline (:func:`run_minutes`). Each run is its own folder, so an interrupted
-fine-tuning goes on with the runs not yet finished.
+trained on all images, at most the folds' median epochs, and takes the median of the
+folds' thresholds. The k + 1 runs share one deadline (:func:`run_minutes`). Each run is
+its own folder, so an interrupted fine-tuning goes on with the runs not yet finished.
 """
 
 from __future__ import annotations
@@ -162,15 +162,17 @@ def _hydra_value(value: Any) -> str:
     return str(value)
 
 
-def train_overrides(options: FinetuneOptions, work: Path, run: Path, minutes: float) -> list[str]:
-    """The ``cellcount.train`` overrides of a fine-tuning run in ``run`` (data in ``work``)."""
+def train_overrides(options: FinetuneOptions, work: Path, run: Path, minutes: float,
+                    epochs: int = 10000) -> list[str]:  # fmt: skip
+    """The ``cellcount.train`` overrides of a fine-tuning run in ``run`` (data in ``work``)
+    that trains for ``minutes`` or ``epochs``, whichever ends first."""
     seconds = max(1, round(minutes * 60))
     budget = f"00:{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
     return [
         "data=points", f"data.root={work / 'data'}", f"data.val_fraction={options.held_out}",
         "data.test_fraction=0.0", f"init_ckpt={options.base}", f"seed={options.seed}",
         f"paths.output_dir={work}", f"paths.run_dir={run}", "logger=csv",
-        "test=false", "trainer.max_epochs=10000", f"+trainer.max_time={budget}",
+        "test=false", f"trainer.max_epochs={epochs}", f"+trainer.max_time={budget}",
         f"trainer.enable_progress_bar={str(options.progress).lower()}",
         "callbacks.threshold_sweep.every_n_epochs=0",
     ]  # fmt: skip
@@ -199,8 +201,11 @@ class Run:
 
 
 def train_run(options: FinetuneOptions, work: Path, run: Path, minutes: float, base: Any,
-              split: Any = None) -> Run:  # fmt: skip
-    """Train one run in ``run`` (on ``split`` when given, else the seeded held-out share)."""
+              split: Any = None, epochs: int | None = None) -> Run:  # fmt: skip
+    """Train one run in ``run`` (on ``split`` when given, else the seeded held-out share).
+
+    With ``epochs`` (the final run of a cross-validation) it trains at most that many
+    epochs and chooses no thresholds: the folds chose them."""
     from hydra import compose, initialize_config_module
     from hydra.core.global_hydra import GlobalHydra
 
@@ -210,7 +215,10 @@ def train_run(options: FinetuneOptions, work: Path, run: Path, minutes: float, b
     if split is not None and not (run / "split.json").exists():
         run.mkdir(parents=True, exist_ok=True)
         split.save(run / "split.json")
-    overrides = [*train_overrides(options, work, run, minutes), *base_overrides(base)]
+    overrides = [*train_overrides(options, work, run, minutes, epochs or 10000),
+                 *base_overrides(base)]  # fmt: skip
+    if epochs is not None:
+        overrides.append("~callbacks.threshold_sweep")
     GlobalHydra.instance().clear()
     with initialize_config_module("cellcount.conf", version_base="1.3"):
         cfg = compose("train", overrides=overrides)
@@ -218,13 +226,15 @@ def train_run(options: FinetuneOptions, work: Path, run: Path, minutes: float, b
     return Run(results, load_module(results["best_checkpoint"], "cpu"))
 
 
-def run_minutes(deadline: float, runs_left: int, share: float) -> float:
-    """Training minutes for the next of ``runs_left`` runs that share a ``deadline``
-    (``time.monotonic()`` seconds): an even part of the time left, so what earlier runs
-    spent around their training (setup, threshold sweeps, scoring) comes off the later
-    ones; never under a quarter of the even ``share`` (minutes), so every run trains."""
+def run_minutes(deadline: float, images: list[int], share: float) -> float:
+    """Training minutes for the next of the runs that share a ``deadline``
+    (``time.monotonic()`` seconds), whose training images are ``images`` (this run's
+    first): a part of the time left in proportion to its images, so that every run trains
+    about as many epochs, and what earlier runs spent around their training (setup,
+    threshold sweeps, scoring) comes off the later ones; never under a quarter of its
+    ``share`` (minutes) of the whole budget, so every run trains."""
     left = (deadline - time.monotonic()) / 60
-    return max(left / runs_left, share / 4)
+    return max(left * images[0] / sum(images), share / 4)
 
 
 def cross_validate(options: FinetuneOptions, work: Path, base: Any, folds: int
@@ -238,21 +248,24 @@ def cross_validate(options: FinetuneOptions, work: Path, base: Any, folds: int
     from cellcount.data.splits import Split
 
     names = sorted(path.stem for path in (work / "data" / "images").iterdir())
+    groups = folds_of(names, folds, options.seed)
+    images = [len(names) - len(held) for held in groups] + [len(names)]
     deadline = time.monotonic() + options.minutes * 60
-    share = options.minutes / (folds + 1)
     rows: ScoreRows = {"before": [], "after": []}
     chosen = []
-    for k, held in enumerate(folds_of(names, folds, options.seed), start=1):
+    for k, held in enumerate(groups):
         split = Split(train=sorted(set(names) - set(held)), val=held, test=[])
-        minutes = run_minutes(deadline, folds + 2 - k, share)
-        fold = train_run(options, work, work / f"fold{k}", minutes, base, split)
+        share = options.minutes * images[k] / sum(images)
+        fold = train_run(options, work, work / f"fold{k + 1}", run_minutes(deadline, images[k:],
+                         share), base, split)  # fmt: skip
         for label, scored in held_out_rows(options, work / "data", held, base, fold.model,
-                                           overlay=k == 1).items():  # fmt: skip
+                                           overlay=k == 0).items():  # fmt: skip
             rows[label] += scored
         chosen.append({"held_out": held, **{key: fold.results.get(key) for key in
-                       ("threshold", "count_threshold", "count_split")}})  # fmt: skip
-    minutes = run_minutes(deadline, 1, share)
-    final = train_run(options, work, work / "run", minutes, base, Split(names, names, []))
+                       ("epochs", "threshold", "count_threshold", "count_split")}})  # fmt: skip
+    epochs = max(1, round(float(np.median([c["epochs"] for c in chosen]))))
+    minutes = run_minutes(deadline, images[-1:], options.minutes * images[-1] / sum(images))
+    final = train_run(options, work, work / "run", minutes, base, Split(names, names, []), epochs)
     final.model.threshold.fill_(float(np.median([c["threshold"] for c in chosen])))
     final.model.hparams["count_threshold"] = float(np.median([c["count_threshold"]
                                                               for c in chosen]))  # fmt: skip

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 from pathlib import Path
 
@@ -26,6 +27,23 @@ def require_folder(folder: Path, what: str, variable: str) -> Path:
             f"or pass --data-root."
         )
     return folder
+
+
+def held_out_parser(description: str, out: Path) -> argparse.ArgumentParser:
+    """The options of the scripts that score a model on the held-out real sets:
+    ``--data-root`` (DSB 2018), ``--fnc-root``, ``--model`` and ``--out`` (default ``out``)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--data-root", type=Path, default=DSB_FULL, help="DSB 2018 folder")
+    parser.add_argument("--fnc-root", type=Path, default=FNC_SAMPLES, help="FNC samples folder")
+    parser.add_argument("--model", default="pretrained")
+    parser.add_argument("--out", type=Path, default=out)
+    return parser
+
+
+def require_held_out_data(args: argparse.Namespace) -> None:
+    """Exit with a message naming the variable to set when either data folder is missing."""
+    require_folder(args.data_root, "the DSB 2018 fluorescence set", "CELLCOUNT_DSB")
+    require_folder(args.fnc_root / "yellow", "the FNC samples", "CELLCOUNT_FNC")
 
 
 # The FNC sample folders (yellow/ and red/, each images/ + masks/; CC BY-SA 4.0). The

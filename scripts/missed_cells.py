@@ -20,7 +20,6 @@ faint (under :data:`DIM_FROM`). It diagnoses; it chooses nothing.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections import Counter as Tally
 from collections import defaultdict
@@ -33,7 +32,7 @@ from cellcount.data.io import read_labels, read_mask
 from cellcount.data.sizes import median_diameter
 from cellcount.evaluation.scoring import ImageScore, score_image
 from cellcount.runtime.files import atomic_write_text
-from scripts.common import DSB_FULL, FNC_SAMPLES, REPO, require_folder
+from scripts.common import REPO, held_out_parser, require_held_out_data
 from scripts.real_data import RADIUS_PER_DIAMETER, held_out_images
 
 OUT = REPO / "docs" / "results"
@@ -110,14 +109,9 @@ def markdown(sets: dict[str, Tally[str]], command: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-root", type=Path, default=DSB_FULL, help="DSB 2018 folder")
-    parser.add_argument("--fnc-root", type=Path, default=FNC_SAMPLES, help="FNC samples folder")
-    parser.add_argument("--model", default="pretrained")
-    parser.add_argument("--out", type=Path, default=OUT)
+    parser = held_out_parser(__doc__.splitlines()[0], OUT)
     args = parser.parse_args(argv)
-    require_folder(args.data_root, "the DSB 2018 fluorescence set", "CELLCOUNT_DSB")
-    require_folder(args.fnc_root / "yellow", "the FNC samples", "CELLCOUNT_FNC")
+    require_held_out_data(args)
     sets = tally_sets(args.data_root, args.fnc_root, args.model)
     text = markdown(sets, f"python -m scripts.missed_cells --model {args.model}")
     atomic_write_text(args.out / "missed_cells.md", text)

@@ -21,7 +21,6 @@ and the share of images within +-25 %) and seconds per image of auto vs given si
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from collections import defaultdict
@@ -39,12 +38,11 @@ from cellcount.evaluation.overlays import render_overlay, save_png
 from cellcount.evaluation.scoring import ImageScore, score_image
 from cellcount.runtime.files import atomic_write_text, write_csv
 from scripts.common import (
-    DSB_FULL,
-    FNC_SAMPLES,
     REPO,
     held_out_names,
+    held_out_parser,
     held_out_sources,
-    require_folder,
+    require_held_out_data,
 )
 
 OUT = REPO / "docs" / "results"
@@ -168,15 +166,10 @@ def run(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-root", type=Path, default=DSB_FULL, help="DSB 2018 folder")
-    parser.add_argument("--fnc-root", type=Path, default=FNC_SAMPLES, help="FNC samples folder")
-    parser.add_argument("--model", default="pretrained")
-    parser.add_argument("--out", type=Path, default=OUT)
+    parser = held_out_parser(__doc__.splitlines()[0], OUT)
     parser.add_argument("--per-set", type=int, default=None, help="at most N images per set")
     args = parser.parse_args(argv)
-    require_folder(args.data_root, "the DSB 2018 fluorescence set", "CELLCOUNT_DSB")
-    require_folder(args.fnc_root / "yellow", "the FNC samples", "CELLCOUNT_FNC")
+    require_held_out_data(args)
     rows = run(args.data_root, args.fnc_root, args.model, args.out, args.per_set)
     text = markdown(rows, f"python -m scripts.real_data --model {args.model}")
     atomic_write_text(args.out / "real_data.md", text)

@@ -28,12 +28,11 @@ from pathlib import Path
 import numpy as np
 
 from cellcount.counter import Counter
-from cellcount.data.io import read_labels, read_mask
 from cellcount.data.sizes import median_diameter
 from cellcount.evaluation.scoring import ImageScore, score_image
 from cellcount.runtime.files import atomic_write_text
 from scripts.common import REPO, held_out_parser, require_held_out_data
-from scripts.real_data import RADIUS_PER_DIAMETER, held_out_images
+from scripts.real_data import RADIUS_PER_DIAMETER, held_out_images, read_truth
 
 OUT = REPO / "docs" / "results"
 SMALL_SHARE = 0.4  # of the area of a disc of the median diameter
@@ -84,8 +83,7 @@ def tally_sets(dsb: Path, fnc: Path, model: str) -> dict[str, Tally[str]]:
     sets: dict[str, Tally[str]] = defaultdict(Tally)
     for index, (name, image, truth_path) in enumerate(held_out_images(dsb, fnc)):
         print(f"[{index + 1}] {name} {image.name}", file=sys.stderr, flush=True)
-        read = read_labels if truth_path.parent.name == "labels" else read_mask
-        truth = read(truth_path)
+        truth = read_truth(truth_path)
         diameter = median_diameter(truth) or 1.0
         result = counter.count(image)
         score = score_image(result.labels, truth, RADIUS_PER_DIAMETER * diameter)

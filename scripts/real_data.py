@@ -64,9 +64,15 @@ def held_out_images(dsb: Path, fnc: Path) -> list[tuple[str, Path, Path]]:
     return items
 
 
+def read_truth(path: Path) -> np.ndarray:
+    """A held-out image's truth: int (H, W) DSB instance labels (``labels/``), or a bool
+    (H, W) FNC mask."""
+    return read_labels(path) if path.parent.name == "labels" else read_mask(path)
+
+
 def score_one(counters: dict[str, Counter], image_path: Path, truth_path: Path) -> dict[str, Any]:
     """Scores, size estimate and timings of one image under every method."""
-    truth = read_labels(truth_path) if truth_path.parent.name == "labels" else read_mask(truth_path)
+    truth = read_truth(truth_path)
     true_d = median_diameter(truth) or 1.0
     radius = RADIUS_PER_DIAMETER * true_d
     start = time.perf_counter()

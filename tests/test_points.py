@@ -335,11 +335,11 @@ def test_runs_sharing_a_deadline_absorb_what_earlier_runs_overran(
     now = [1000.0]
     monkeypatch.setattr(module.time, "monotonic", lambda: now[0])
     deadline = now[0] + 8 * 60  # 8 minutes for two folds of 1 image and a final run of 2
-    assert module.run_minutes(deadline, [1, 1, 2], 2.0) == pytest.approx(2.0)
+    assert module.run_minutes(deadline, [2.0, 2.0, 4.0]) == pytest.approx(2.0)
     now[0] += 4 * 60  # the first fold took 4 minutes with its scoring
-    assert module.run_minutes(deadline, [1, 2], 2.0) == pytest.approx(4 / 3)
+    assert module.run_minutes(deadline, [2.0, 4.0]) == pytest.approx(4 / 3)
     now[0] += 4 * 60  # the deadline is spent: the final run still trains a quarter share
-    assert module.run_minutes(deadline, [2], 4.0) == pytest.approx(1.0)
+    assert module.run_minutes(deadline, [4.0]) == pytest.approx(1.0)
     # The final run trains at most the folds' epochs, so the folds' thresholds fit it.
     options = module.FinetuneOptions([], Path("p"), Path("m.ckpt"))
     assert "trainer.max_epochs=7" in module.train_overrides(options, Path("w"), Path("r"), 1, 7)

@@ -163,16 +163,16 @@ def _hydra_value(value: Any) -> str:
 
 
 def train_overrides(options: FinetuneOptions, work: Path, run: Path, minutes: float,
-                    epochs: int = 10000) -> list[str]:  # fmt: skip
+                    epochs: int | None = None) -> list[str]:  # fmt: skip
     """The ``cellcount.train`` overrides of a fine-tuning run in ``run`` (data in ``work``)
-    that trains for ``minutes`` or ``epochs``, whichever ends first."""
+    that trains for ``minutes`` or ``epochs`` (None: no cap), whichever ends first."""
     seconds = max(1, round(minutes * 60))
     budget = f"00:{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
     return [
         "data=points", f"data.root={work / 'data'}", f"data.val_fraction={options.held_out}",
         "data.test_fraction=0.0", f"init_ckpt={options.base}", f"seed={options.seed}",
         f"paths.output_dir={work}", f"paths.run_dir={run}", "logger=csv",
-        "test=false", f"trainer.max_epochs={epochs}", f"+trainer.max_time={budget}",
+        "test=false", f"trainer.max_epochs={epochs or 10000}", f"+trainer.max_time={budget}",
         f"trainer.enable_progress_bar={str(options.progress).lower()}",
         "callbacks.threshold_sweep.every_n_epochs=0",
     ]  # fmt: skip
@@ -215,8 +215,7 @@ def train_run(options: FinetuneOptions, work: Path, run: Path, minutes: float, b
     if split is not None and not (run / "split.json").exists():
         run.mkdir(parents=True, exist_ok=True)
         split.save(run / "split.json")
-    overrides = [*train_overrides(options, work, run, minutes, epochs or 10000),
-                 *base_overrides(base)]  # fmt: skip
+    overrides = [*train_overrides(options, work, run, minutes, epochs), *base_overrides(base)]
     if epochs is not None:
         overrides.append("~callbacks.threshold_sweep")
     GlobalHydra.instance().clear()
@@ -226,15 +225,15 @@ def train_run(options: FinetuneOptions, work: Path, run: Path, minutes: float, b
     return Run(results, load_module(results["best_checkpoint"], "cpu"))
 
 
-def run_minutes(deadline: float, images: list[int], share: float) -> float:
+def run_minutes(deadline: float, shares: list[float]) -> float:
     """Training minutes for the next of the runs that share a ``deadline``
-    (``time.monotonic()`` seconds), whose training images are ``images`` (this run's
-    first): a part of the time left in proportion to its images, so that every run trains
-    about as many epochs, and what earlier runs spent around their training (setup,
-    threshold sweeps, scoring) comes off the later ones; never under a quarter of its
-    ``share`` (minutes) of the whole budget, so every run trains."""
+    (``time.monotonic()`` seconds); ``shares``: this run's and the later runs' parts of the
+    whole budget (minutes, in proportion to their training images, so that every run
+    trains about as many epochs). It gets the same proportion of the time left, so what
+    earlier runs spent around their training (setup, threshold sweeps, scoring) comes off
+    the later ones; never under a quarter of its share, so every run trains."""
     left = (deadline - time.monotonic()) / 60
-    return max(left * images[0] / sum(images), share / 4)
+    return max(left * shares[0] / sum(shares), shares[0] / 4)
 
 
 def cross_validate(options: FinetuneOptions, work: Path, base: Any, folds: int
@@ -250,21 +249,21 @@ def cross_validate(options: FinetuneOptions, work: Path, base: Any, folds: int
     names = sorted(path.stem for path in (work / "data" / "images").iterdir())
     groups = folds_of(names, folds, options.seed)
     images = [len(names) - len(held) for held in groups] + [len(names)]
+    shares = [options.minutes * count / sum(images) for count in images]
     deadline = time.monotonic() + options.minutes * 60
     rows: ScoreRows = {"before": [], "after": []}
     chosen = []
     for k, held in enumerate(groups):
         split = Split(train=sorted(set(names) - set(held)), val=held, test=[])
-        share = options.minutes * images[k] / sum(images)
-        fold = train_run(options, work, work / f"fold{k + 1}", run_minutes(deadline, images[k:],
-                         share), base, split)  # fmt: skip
+        minutes = run_minutes(deadline, shares[k:])
+        fold = train_run(options, work, work / f"fold{k + 1}", minutes, base, split)
         for label, scored in held_out_rows(options, work / "data", held, base, fold.model,
                                            overlay=k == 0).items():  # fmt: skip
             rows[label] += scored
         chosen.append({"held_out": held, **{key: fold.results.get(key) for key in
                        ("epochs", "threshold", "count_threshold", "count_split")}})  # fmt: skip
     epochs = max(1, round(float(np.median([c["epochs"] for c in chosen]))))
-    minutes = run_minutes(deadline, images[-1:], options.minutes * images[-1] / sum(images))
+    minutes = run_minutes(deadline, shares[-1:])
     final = train_run(options, work, work / "run", minutes, base, Split(names, names, []), epochs)
     final.model.threshold.fill_(float(np.median([c["threshold"] for c in chosen])))
     final.model.hparams["count_threshold"] = float(np.median([c["count_threshold"]

@@ -72,3 +72,18 @@ def test_short_training_saves_self_sufficient_checkpoint(tmp_path: Path) -> None
     assert "f1" in (run_dir / "threshold_sweep.csv").read_text().splitlines()[0]
     with torch.no_grad():
         assert module(torch.rand(1, 3, 64, 64)).shape == (1, 1, 64, 64)
+
+
+def test_a_threshold_that_finds_no_validation_cell_is_called_out(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from cellcount.training.train import print_summary
+
+    found = {"f1": 0.8, "mae": 1.0, "tp": 12.0, "fp": 3.0}
+    results = {"val_loss": 0.05, "threshold": 0.95, "val": found, "run_dir": "r"}
+    print_summary(results)
+    assert "undertrained" not in capsys.readouterr().out
+    print_summary({**results, "threshold": 0.975, "val": {**found, "tp": 0.0, "fp": 0.0}})
+    out = capsys.readouterr().out
+    assert "val: F1 0.800, MAE 1.00 (threshold 0.975)" in out
+    assert "finds no cells on the validation images" in out and "trainer.max_epochs" in out

@@ -93,7 +93,8 @@ def main(cfg: DictConfig) -> float | None:
 
 
 def print_summary(results: dict[str, Any]) -> None:
-    """Validation loss, val/test F1 and MAE at the chosen threshold, checkpoint, run folder."""
+    """Validation loss, val/test F1 and MAE at the chosen threshold (and a warning when it
+    finds no validation cell at all), checkpoint, run folder."""
     val_loss = results.get("val_loss")
     print(f"validation loss: {val_loss:.4f}" if val_loss is not None else "validation loss: n/a")
     for part in ("val", "test"):
@@ -104,6 +105,10 @@ def print_summary(results: dict[str, Any]) -> None:
                 f"threshold {threshold:.3f}" if threshold is not None else "automatic threshold"
             )
             print(f"{part}: F1 {scores['f1']:.3f}, MAE {scores['mae']:.2f} ({chosen})")
+            if part == "val" and scores.get("tp", 1) + scores.get("fp", 1) == 0:
+                print("warning: at this threshold the model finds no cells on the "
+                      "validation images; it is undertrained: train longer "
+                      "(trainer.max_epochs=...)")  # fmt: skip
     if results.get("best_checkpoint"):
         print(f"best checkpoint: {results['best_checkpoint']}")
     print(f"run folder: {results['run_dir']}")

@@ -163,6 +163,7 @@ class Counter:
         self.model_diameter = float(module.hparams["cell_diameter"])
         self.cell_diameter = _diameter_option(cell_diameter, self.model_diameter)
         self.normalization = module.normalization
+        self.size_model = module.size_model
         if tile_size is not None and tile_size < MIN_TILE_SIZE:
             raise ValueError(f"tile_size must be >= {MIN_TILE_SIZE} px (or None), got {tile_size}")
         for name, value in (("batch_size", batch_size), ("batch_images", batch_images)):
@@ -358,8 +359,9 @@ class Counter:
         counted at by more than the tolerance, once more at their size. That second
         count is rejected, with a warning, when the model's objects follow whatever
         size it is told, as on textured tissue
-        (:func:`~cellcount.inference.cell_size.follows_told_size`): the first is kept
-        (docs/method.md#cell-size).
+        (:func:`~cellcount.inference.cell_size.follows_told_size`): the image is then
+        counted at the size its appearance gives (:meth:`appearance_diameter`) when the
+        model has a size model, else the first count is kept (docs/method.md#cell-size).
         """
         if first is None:
             diameter = self.first_diameter(image, cell_diameter)
@@ -380,11 +382,27 @@ class Counter:
         if not follows_told_size(measured, measured_diameter(refined, measured), labels, refined):
             return measured, refined, ""
         growth = count_growth(labels, refined)
-        warning = (f"cell size uncertain: counted at {measured:.0f} px instead of "
-                   f"{diameter:.0f} px, the model finds {growth:.0f}x as many cells, again "
-                   "smaller than it was told; check the overlay and give "
-                   "--cell-diameter")  # fmt: skip
-        return diameter, labels, warning
+        told = (f"counted at {measured:.0f} px instead of {diameter:.0f} px, the model finds "
+                f"{growth:.0f}x as many cells, again smaller than it was told")  # fmt: skip
+        if self.size_model is None:
+            return diameter, labels, (f"cell size uncertain: {told}; check the overlay "
+                                      "and give --cell-diameter")  # fmt: skip
+        looks = self.appearance_diameter(image)
+        return looks, self.labels(image, looks), (
+            f"cell size from appearance ({looks:.0f} px): {told}; check the overlay "
+            "or give --cell-diameter")  # fmt: skip
+
+    def appearance_diameter(self, image: np.ndarray) -> float:
+        """The cell diameter (px) the model's size regression reads off a normalised
+        image, within :attr:`diameter_range` (:mod:`cellcount.inference.size_model`).
+
+        Raises:
+            ValueError: the model has no size model.
+        """
+        if self.size_model is None:
+            raise ValueError("this model has no size model; give --cell-diameter")
+        low, high = self.diameter_range
+        return float(np.clip(self.size_model.estimate(self.module.net, image), low, high))
 
     def labels(
         self, image: np.ndarray, cell_diameter: float, known: Prediction | None = None

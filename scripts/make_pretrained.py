@@ -2,6 +2,7 @@
 
     CELLCOUNT_DSB=... CELLCOUNT_FNC=... make pretrained    # about 70 min on 2 CPU cores
     python -m scripts.make_pretrained --recalibrate         # counting choices only (~10 min)
+    python -m scripts.make_pretrained --size-model          # size model only (~5 min)
 
 Trains c_resunet on the synthetic FNC-like set pooled with the DSB 2018
 fluorescence nuclei of two sources and the FNC sample neurons (``data=generalist``:
@@ -70,10 +71,9 @@ def train(dsb: Path, fnc: Path, run_dir: Path, epochs: int, trainer: str) -> lis
     return command
 
 
-def recalibrate(dsb: Path, fnc: Path, run_dir: Path) -> Path:
-    """Choose the shipped checkpoint's counting threshold and split profile again on its
-    own validation images (after a change to the candidates, without retraining), and
-    rewrite the checkpoint and its card; return the checkpoint.
+def shipped_datamodule(dsb: Path, fnc: Path, run_dir: Path) -> tuple[Any, Any, Path, dict]:
+    """The shipped model's data, split as it was trained (its card's validation images),
+    the train config, the checkpoint path and its card.
 
     Raises:
         SystemExit: the validation images are not the ones the model card lists.
@@ -82,8 +82,6 @@ def recalibrate(dsb: Path, fnc: Path, run_dir: Path) -> Path:
     from hydra.utils import instantiate
 
     from cellcount.data.datamodule import CellDataModule
-    from cellcount.evaluation.postprocess import COUNTING_SPLITS
-    from cellcount.training.callbacks import ThresholdSweep, counting_rows
 
     target = MODELS / PRETRAINED["pretrained"][0]
     card = json.loads(target.with_suffix(".json").read_text())
@@ -93,14 +91,28 @@ def recalibrate(dsb: Path, fnc: Path, run_dir: Path) -> Path:
         cfg = compose("train", overrides=overrides)
     datamodule = CellDataModule(instantiate(cfg.data))
     datamodule.prepare_data()
-    images = datamodule.full_images("val")
-    if sorted(name for name, _, _ in images) != sorted(card["val_images"]):
+    val = datamodule.split or datamodule.make_split(datamodule.samples())
+    if sorted(val.val) != sorted(card["val_images"]):
         raise SystemExit(f"the validation split differs from the val_images of "
-                         f"{target.with_suffix('.json')}: recalibrate with the data the "
-                         "model was trained on")  # fmt: skip
+                         f"{target.with_suffix('.json')}: use the data the model was "
+                         "trained on")  # fmt: skip
+    return datamodule, cfg, target, card
+
+
+def recalibrate(dsb: Path, fnc: Path, run_dir: Path) -> Path:
+    """Choose the shipped checkpoint's counting threshold and split profile again on its
+    own validation images (after a change to the candidates, without retraining), and
+    rewrite the checkpoint and its card; return the checkpoint."""
+    from hydra.utils import instantiate
+
+    from cellcount.evaluation.postprocess import COUNTING_SPLITS
+    from cellcount.training.callbacks import ThresholdSweep, counting_rows
+
+    datamodule, cfg, target, card = shipped_datamodule(dsb, fnc, run_dir)
     module = load_module(target, "cpu")
     sweep: ThresholdSweep = instantiate(cfg.callbacks.threshold_sweep)
-    tables, chosen = sweep.sweep(module, images, COUNTING_SPLITS, progress=True)
+    tables, chosen = sweep.sweep(module, datamodule.full_images("val"), COUNTING_SPLITS,
+                                 progress=True)  # fmt: skip
     print(
         f"kneedle threshold {chosen:.3f} (card: {card['threshold']:.3f}); counting "
         f"{sweep.count_threshold:.3f} with {sweep.count_split.as_dict()}: {sweep.count_result}"
@@ -110,6 +122,28 @@ def recalibrate(dsb: Path, fnc: Path, run_dir: Path) -> Path:
     card.update(threshold=chosen, count_threshold=sweep.count_threshold,
                 count_split=sweep.count_split.as_dict(), val_counting=sweep.count_result,
                 recalibrated="python -m scripts.make_pretrained --recalibrate")  # fmt: skip
+    atomic_write_text(target.with_suffix(".json"), json.dumps(card, indent=1))
+    return target
+
+
+def fit_size(dsb: Path, fnc: Path, run_dir: Path) -> Path:
+    """Fit the shipped checkpoint's size model on its own train / val split
+    (:mod:`cellcount.training.size_fit`) and rewrite the checkpoint and its card;
+    return the checkpoint."""
+    from cellcount.training.size_fit import fit_on_split
+
+    datamodule, _, target, card = shipped_datamodule(dsb, fnc, run_dir)
+    module = load_module(target, "cpu")
+    fit = fit_on_split(module, datamodule)
+    error, within = 100 * fit.val_median_error, 100 * fit.val_within_25
+    print(f"size model: alpha {fit.model.alpha:g}, validation median error {error:.1f} %, "
+          f"{within:.0f} % within 25 %")  # fmt: skip
+    module.hparams["size_model"] = fit.model.as_dict()
+    save_checkpoint(module, target, half=True)
+    card["size_model"] = {**fit.summary(), "command": "python -m scripts.make_pretrained "
+                          "--size-model", "data": "the training images at their own size "
+                          "and rescaled to random cell sizes (6-128 px); alpha and the "
+                          "errors from the validation images, rescaled the same way"}  # fmt: skip
     atomic_write_text(target.with_suffix(".json"), json.dumps(card, indent=1))
     return target
 
@@ -157,6 +191,9 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="only choose the counting threshold and split again (minutes)",
     )
+    parser.add_argument(
+        "--size-model", action="store_true", help="only fit the size model again (minutes)"
+    )
     args = parser.parse_args(argv)
     require_folder(args.data_root, "the DSB 2018 fluorescence set", "CELLCOUNT_DSB")
     require_folder(args.fnc_root / "yellow", "the FNC yellow samples", "CELLCOUNT_FNC")
@@ -164,11 +201,16 @@ def main(argv: list[str] | None = None) -> int:
         target = recalibrate(args.data_root, args.fnc_root, args.run_dir / "recalibrate")
         print(f"recalibrated {target}")
         return 0
+    if args.size_model:
+        target = fit_size(args.data_root, args.fnc_root, args.run_dir / "size_model")
+        print(f"fitted the size model of {target}")
+        return 0
     command = train(args.data_root, args.fnc_root, args.run_dir, args.epochs, args.trainer)
     module = load_module(read_results(args.run_dir)["best_checkpoint"])
     target = save_checkpoint(module, MODELS / PRETRAINED["pretrained"][0], half=True)
     card = model_card(args, command, module)
     atomic_write_text(target.with_suffix(".json"), json.dumps(card, indent=1))
+    fit_size(args.data_root, args.fnc_root, args.run_dir / "size_model")
     print(f"wrote {target} ({target.stat().st_size / 1e6:.1f} MB)")
     return 0
 

@@ -86,7 +86,9 @@ def score_one(counters: dict[str, Counter], image_path: Path, truth_path: Path) 
     scores = {METHODS[0]: score_image(auto.labels, truth, radius),
               METHODS[1]: score_image(told.labels, truth, radius),
               METHODS[2]: score_image(classical, truth, radius)}  # fmt: skip
-    return {"scores": scores, "true_d": true_d, "auto_d": auto.cell_diameter,
+    counter = counters["auto"]
+    looks = counter.appearance_diameter(auto.image) if counter.size_model else None
+    return {"scores": scores, "true_d": true_d, "auto_d": auto.cell_diameter, "looks_d": looks,
             "seconds": (auto_seconds, given_seconds), "image": auto.image}  # fmt: skip
 
 
@@ -104,15 +106,23 @@ def set_rows(name: str, results: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if method == METHODS[0]:
             row.update({"size error (median)": float(np.median(np.abs(errors))),
                         "size within 25 %": float(np.mean(np.abs(errors) <= 0.25)),
+                        "appearance within 25 %": _within(results, "looks_d"),
                         "s/image auto vs given": f"{auto_s:.2f} / {given_s:.2f}"})  # fmt: skip
         rows.append(row)
     return rows
 
 
+def _within(results: list[dict[str, Any]], key: str) -> float:
+    """Share of images whose size estimate ``key`` is within 25 % of the truth (NaN: none)."""
+    errors = [r[key] / r["true_d"] - 1 for r in results if r[key] is not None]
+    return float(np.mean(np.abs(errors) <= 0.25)) if errors else float("nan")
+
+
 def markdown(rows: list[dict[str, Any]], command: str) -> str:
     """The per-set table, numbers rounded for reading."""
     columns = ["set", "images", "method", "true cells", "counted", "precision", "recall", "F1",
-               "MAE", "MPE", "size error", "size within 25 %", "s/image auto / given"]  # fmt: skip
+               "MAE", "MPE", "size error", "size within 25 %", "appearance within 25 %",
+               "s/image auto / given"]  # fmt: skip
     lines = [f"`{command}`", "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for row in rows:
         cells = [row["set"], str(row["images"]), row["method"], str(row["true cells"]),
@@ -126,9 +136,11 @@ def markdown(rows: list[dict[str, Any]], command: str) -> str:
 def _size_cells(row: dict[str, Any]) -> list[str]:
     """The size-estimate and timing cells (only the auto row has them)."""
     if "size error (median)" not in row:
-        return ["", "", ""]
-    error, within = row["size error (median)"], row["size within 25 %"]
-    return [f"{100 * error:.0f} %", f"{100 * within:.0f} %", row["s/image auto vs given"]]
+        return ["", "", "", ""]
+    shares = [row[key] for key in ("size within 25 %", "appearance within 25 %")]
+    return [f"{100 * row['size error (median)']:.0f} %",
+            *(f"{100 * share:.0f} %" if share == share else "" for share in shares),
+            row["s/image auto vs given"]]  # fmt: skip
 
 
 def _first_per_set(

@@ -72,6 +72,10 @@ def test_short_training_saves_self_sufficient_checkpoint(tmp_path: Path) -> None
     assert "f1" in (run_dir / "threshold_sweep.csv").read_text().splitlines()[0]
     with torch.no_grad():
         assert module(torch.rand(1, 3, 64, 64)).shape == (1, 1, 64, 64)
+    # ... and the size model, fitted on the run's split after training, travels with it.
+    assert module.size_model is not None
+    record = json.loads((run_dir / "results.json").read_text())
+    assert record["size_model"]["train_views"] >= 3 and record["size_model"]["val_views"] >= 3
 
 
 def test_a_threshold_that_finds_no_validation_cell_is_called_out(

@@ -74,3 +74,9 @@ class SegmentationNet(nn.Module):
     def forward_logits(self, x: torch.Tensor) -> torch.Tensor:
         """Network body, called on an already validated input."""
         raise NotImplementedError
+
+    def bottleneck(self, x: torch.Tensor) -> torch.Tensor:
+        """The encoder's deepest features of a validated input: float (N, C, H / s, W / s),
+        s the net's total downsampling (what :mod:`cellcount.inference.size_model`
+        reads a cell size from)."""
+        raise NotImplementedError

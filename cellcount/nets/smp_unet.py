@@ -62,6 +62,10 @@ class SmpUNet(SegmentationNet):
         logits: torch.Tensor = self.model(x)
         return logits
 
+    def bottleneck(self, x: torch.Tensor) -> torch.Tensor:
+        deepest: torch.Tensor = self.model.encoder(x)[-1]
+        return deepest
+
 
 @register_net("smp_unet")
 def smp_unet(

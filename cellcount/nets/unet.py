@@ -52,15 +52,19 @@ class UNet(SegmentationNet):
         self.pool = nn.MaxPool2d(2)
         init_kaiming_normal(self)
 
-    def forward_logits(self, x: torch.Tensor) -> torch.Tensor:
+    def encode(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """The three encoder levels' outputs (the skips) and the bottom's (N, 8w, H/8, W/8)."""
         e1 = self.enc1(x)
         e2 = self.enc2(self.pool(e1))
         e3 = self.enc3(self.pool(e2))
-        b = self.bottom(self.pool(e3))
-        d3 = self.dec3(b, e3)
-        d2 = self.dec2(d3, e2)
-        d1 = self.dec1(d2, e1)
-        return self.head(d1)
+        return [e1, e2, e3], self.bottom(self.pool(e3))
+
+    def bottleneck(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encode(x)[1]
+
+    def forward_logits(self, x: torch.Tensor) -> torch.Tensor:
+        (e1, e2, e3), b = self.encode(x)
+        return self.head(self.dec1(self.dec2(self.dec3(b, e3), e2), e1))
 
 
 @register_net("unet")

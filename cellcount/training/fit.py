@@ -23,6 +23,7 @@ from cellcount.inference.predict import model_info, model_segmenter
 from cellcount.runtime.files import write_csv
 from cellcount.training.callbacks import ThresholdSweep
 from cellcount.training.module import CellSegModule
+from cellcount.training.size_fit import SizeModelFit
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,7 @@ def _fit_fields(
 ) -> dict[str, Any]:  # fmt: skip
     best_path, best_score = _best_checkpoint(trainer)
     sweep = next((c for c in trainer.callbacks if isinstance(c, ThresholdSweep)), None)  # type: ignore[attr-defined]
+    sizer = next((c for c in trainer.callbacks if isinstance(c, SizeModelFit)), None)  # type: ignore[attr-defined]
     fields: dict[str, Any] = {
         "best_checkpoint": best_path or "", "val_loss": best_score,
         "epochs": trainer.current_epoch,
@@ -68,6 +70,7 @@ def _fit_fields(
         "count_split": module.count_split.as_dict(),
         "val": sweep.result if sweep is not None else None,
         "val_counting": sweep.count_result if sweep is not None else None,
+        "size_model": sizer.fit.summary() if sizer is not None and sizer.fit else None,
     }  # fmt: skip
     if cfg.test:
         test_loss = trainer.test(module, datamodule=datamodule, ckpt_path=best_path,

@@ -16,6 +16,7 @@ from cellcount.evaluation.postprocess import (
     PostprocessParams,
     SplitProfile,
 )
+from cellcount.inference.size_model import SizeModel
 from cellcount.nets import build_net, net_config
 from cellcount.training.losses import weighted_bce
 
@@ -44,6 +45,8 @@ class CellSegModule(pl.LightningModule):
             unbiased; None: counting uses ``threshold``.
         count_split: the :class:`SplitProfile` (as a dict) chosen with it; None:
             the paper's.
+        size_model: the :class:`~cellcount.inference.size_model.SizeModel` (as a dict)
+            fitted to this net's features, for automatic cell size; None: none.
         optimizer: ``params -> Optimizer`` (Hydra ``_partial_``); default Adam(lr=1e-3).
         scheduler: ``optimizer -> scheduler``; a ReduceLROnPlateau watches ``val/loss``.
     """
@@ -60,6 +63,7 @@ class CellSegModule(pl.LightningModule):
         normalization: dict[str, Any] | None = None,
         count_threshold: float | None = None,
         count_split: dict[str, Any] | None = None,
+        size_model: dict[str, Any] | None = None,
         optimizer: OptimizerFactory | None = None,
         scheduler: SchedulerFactory | None = None,
     ) -> None:
@@ -77,6 +81,8 @@ class CellSegModule(pl.LightningModule):
             normalization = Normalization.from_dict(dict(normalization)).as_dict()
         if count_split is not None:
             count_split = SplitProfile.from_dict(dict(count_split)).as_dict()
+        if size_model is not None:
+            size_model = SizeModel.from_dict(dict(size_model)).as_dict()
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
         self.register_buffer("threshold", torch.tensor(float(threshold)))
         self.cell_weight = float(cell_weight)
@@ -98,6 +104,12 @@ class CellSegModule(pl.LightningModule):
     def count_split(self) -> SplitProfile:
         """How finely counting splits touching cells (stored with ``count_threshold``)."""
         return SplitProfile.from_dict(self.hparams.get("count_split"))
+
+    @property
+    def size_model(self) -> SizeModel | None:
+        """The regression from this net's features to the cell size, if it has one."""
+        stored = self.hparams.get("size_model")
+        return None if stored is None else SizeModel.from_dict(stored)
 
     def postprocess_params(self) -> PostprocessParams:
         """The paper's post-processing constants for this model's expected cell size."""

@@ -242,6 +242,8 @@ def test_finetune_writes_checkpoint_card_and_before_after_report(
     assert tuned.hparams["arch_kwargs"] == load_module(base).hparams["arch_kwargs"]
     card = json.loads(out.with_suffix(".json").read_text())
     assert card["images"] == 3 and card["folds"] == 1 and 1 <= len(card["held_out_images"]) < 3
+    # its own size model, fitted on the clicked images (not the base model's)
+    assert tuned.size_model is not None and card["size_model"]["train_views"] >= 3
     for label in ("before", "after"):
         assert card["held_out_scores"][label]["n_images"] == len(card["held_out_images"])
     report = out.with_suffix(".report.md").read_text()

@@ -107,9 +107,9 @@ def test_texture_is_counted_at_the_size_its_appearance_gives() -> None:
     assert "cell size from appearance (27 px)" in warning and "--cell-diameter" in warning
 
 
-def test_the_size_model_is_not_asked_where_the_measurement_settles() -> None:
+def test_a_measurement_that_settles_wins_over_the_appearance() -> None:
     counter = _sized_counter(lambda told: 18.0)
-    counter.size_model = _constant(counter.module, 70.0)
+    counter.size_model = _constant(counter.module, 34.0)
     diameter, _, warning = counter.segment(_discs(30.0)[0][:256, :256])
     assert diameter < 21 and warning == ""
 

@@ -301,6 +301,7 @@ def finetune(options: FinetuneOptions) -> dict[str, Any]:
         "threshold": float(final.model.threshold), "count_threshold": hparams["count_threshold"],
         "count_split": hparams["count_split"],
         "normalization": final.model.normalization.as_dict(),
+        "size_model": final.results.get("size_model"),
         "held_out_scores": {label: summary(scored) for label, scored in rows.items()},
         "run_dir": str(work / "run"),
     }  # fmt: skip

@@ -127,6 +127,8 @@ def _centre(image: np.ndarray, side: int) -> np.ndarray:
 
 
 def _level_features(net: SegmentationNet, level: np.ndarray) -> np.ndarray:
+    """float64 (2 C,) spatial means then standard deviations of the C bottleneck channels
+    of one float (h, w, 3) level (h, w multiples of the net's side multiple)."""
     device = next(net.parameters()).device
     batch = torch.from_numpy(np.ascontiguousarray(level.transpose(2, 0, 1)))[None].to(device)
     deepest = net.bottleneck(batch.float())[0].flatten(1).double()

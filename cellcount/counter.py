@@ -389,8 +389,8 @@ class Counter:
                                       "and give --cell-diameter")  # fmt: skip
         looks = self.appearance_diameter(image)
         return looks, self.labels(image, looks), (
-            f"cell size from appearance ({looks:.0f} px): {told}; check the overlay "
-            "or give --cell-diameter")  # fmt: skip
+            f"cell size from appearance ({looks:.0f} px): the model's own measurement did "
+            f"not settle ({told}); check the overlay or give --cell-diameter")  # fmt: skip
 
     def appearance_diameter(self, image: np.ndarray) -> float:
         """The cell diameter (px) the model's size regression reads off a normalised

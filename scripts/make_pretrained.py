@@ -91,8 +91,7 @@ def shipped_datamodule(dsb: Path, fnc: Path, run_dir: Path) -> tuple[Any, Any, P
         cfg = compose("train", overrides=overrides)
     datamodule = CellDataModule(instantiate(cfg.data))
     datamodule.prepare_data()
-    val = datamodule.split or datamodule.make_split(datamodule.samples())
-    if sorted(val.val) != sorted(card["val_images"]):
+    if sorted(s.name for s in datamodule.part_samples("val")) != sorted(card["val_images"]):
         raise SystemExit(f"the validation split differs from the val_images of "
                          f"{target.with_suffix('.json')}: use the data the model was "
                          "trained on")  # fmt: skip

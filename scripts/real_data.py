@@ -105,7 +105,7 @@ def set_rows(name: str, results: list[dict[str, Any]]) -> list[dict[str, Any]]:
                **{k: metrics[k] for k in ("precision", "recall", "f1", "mae", "mpe")}}  # fmt: skip
         if method == METHODS[0]:
             row.update({"size error (median)": float(np.median(np.abs(errors))),
-                        "size within 25 %": float(np.mean(np.abs(errors) <= 0.25)),
+                        "size within 25 %": _within(results, "auto_d"),
                         "appearance within 25 %": _within(results, "looks_d"),
                         "s/image auto vs given": f"{auto_s:.2f} / {given_s:.2f}"})  # fmt: skip
         rows.append(row)
@@ -139,7 +139,7 @@ def _size_cells(row: dict[str, Any]) -> list[str]:
         return ["", "", "", ""]
     shares = [row[key] for key in ("size within 25 %", "appearance within 25 %")]
     return [f"{100 * row['size error (median)']:.0f} %",
-            *(f"{100 * share:.0f} %" if share == share else "" for share in shares),
+            *("" if np.isnan(share) else f"{100 * share:.0f} %" for share in shares),
             row["s/image auto vs given"]]  # fmt: skip
 
 

@@ -203,10 +203,13 @@ class CellDataModule(pl.LightningDataModule):
             truth (H, W) as read (not cleaned: evaluation counts the true cells),
             a bool mask or int32 instance labels (``instances`` layout).
         """
+        return [(s.name, *self.load(s)) for s in self.part_samples(part)]
+
+    def part_samples(self, part: str) -> list[Sample]:
+        """The samples of a split part (``train``, ``val`` or ``test``), in dataset order."""
         samples = self.samples()
-        split = self.split or self.make_split(samples)
-        names = set(getattr(split, part))
-        return [(s.name, *self.load(s)) for s in samples if s.name in names]
+        names = set(getattr(self.split or self.make_split(samples), part))
+        return [sample for sample in samples if sample.name in names]
 
     def load(self, sample: Sample) -> tuple[np.ndarray, np.ndarray]:
         """A sample's normalised image and truth, resized to ``rescale_to`` if set."""

@@ -63,8 +63,11 @@ class SizeModel:
 
     def estimate(self, net: nn.Module, image: np.ndarray) -> float:
         """The typical cell diameter (px) of a float (H, W, 3) [0, 1] image."""
-        features = (appearance(net, image) - self.mean) / self.scale
-        return float(np.exp(features @ self.weights + self.bias))
+        return float(self.diameters(appearance(net, image)))
+
+    def diameters(self, features: np.ndarray) -> np.ndarray:
+        """Cell diameters (px) of float (..., F) :func:`appearance` features, float (...)."""
+        return np.exp(((features - self.mean) / self.scale) @ self.weights + self.bias)
 
     def as_dict(self) -> dict[str, Any]:
         """Plain lists and floats, as a checkpoint's hyperparameters hold them."""
@@ -168,8 +171,7 @@ def fit_size_model(features: np.ndarray, diameters: np.ndarray, alpha: float) ->
 
 def relative_errors(model: SizeModel, features: np.ndarray, diameters: np.ndarray) -> np.ndarray:
     """float (N,) estimate / truth - 1 of precomputed float (N, F) ``features``."""
-    standard = (features - model.mean) / model.scale
-    return np.exp(standard @ model.weights + model.bias) / diameters - 1.0
+    return model.diameters(features) / diameters - 1.0
 
 
 def choose_size_model(

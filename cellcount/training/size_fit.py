@@ -79,9 +79,11 @@ def fit_on_split(module: CellSegModule, datamodule: CellDataModule, seed: int = 
     if not train[1].size:
         raise ValueError("the training images hold no cells to fit a size model on")
     model, alphas = choose_size_model(train, val)
-    errors = np.abs(relative_errors(model, *val)) if val[1].size else np.array([np.nan])
-    within = float(np.mean(errors <= 0.25)) if val[1].size else float("nan")
-    return SizeFit(model, len(train[1]), len(val[1]), float(np.median(errors)), within, alphas)
+    median = within = float("nan")
+    if val[1].size:
+        errors = np.abs(relative_errors(model, *val))
+        median, within = float(np.median(errors)), float(np.mean(errors <= 0.25))
+    return SizeFit(model, len(train[1]), len(val[1]), median, within, alphas)
 
 
 def _view_features(
@@ -89,10 +91,8 @@ def _view_features(
 ) -> tuple[np.ndarray, np.ndarray]:
     """float (N, F) features and float (N,) cell diameters of the views of a split part
     (N = 0 when none of its images has cells)."""
-    split = datamodule.split or datamodule.make_split(datamodule.samples())
-    names = set(getattr(split, part))
-    samples = [sample for sample in datamodule.samples() if sample.name in names]
     features, diameters = [], []
+    samples = datamodule.part_samples(part)
     for sample in tqdm(samples, desc=f"size model: {part} images", unit="image"):
         image, truth = load_pair(sample, datamodule.normalization)
         diameter = median_diameter(truth)
@@ -126,14 +126,14 @@ class SizeModelFit(pl.Callback):
         if not (best and trainer.is_global_zero and isinstance(datamodule, CellDataModule)):
             return
         assert isinstance(pl_module, CellSegModule)
-        pl_module.load_state_dict(read_checkpoint(best)["state_dict"])
+        checkpoint = read_checkpoint(best)
+        pl_module.load_state_dict(checkpoint["state_dict"])
         try:
             self.fit = fit_on_split(pl_module, datamodule, self.seed)
         except ValueError as err:
             log.warning("no size model: %s", err)
             return
         pl_module.hparams["size_model"] = self.fit.model.as_dict()
-        checkpoint = read_checkpoint(best)
         checkpoint.setdefault("hyper_parameters", {})["size_model"] = self.fit.model.as_dict()
         save_checkpoint(checkpoint, Path(best))
         log.info("size model fitted: validation median error %.1f %% (%d views)",

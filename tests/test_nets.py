@@ -18,6 +18,7 @@ from cellcount.nets import (
     build_net_from_config,
     net_config,
 )
+from cellcount.nets.blocks import ELU
 
 # Trainable params and totals incl. BN running stats (docs/method.md#networks).
 PAPER_PARAMS = {
@@ -196,9 +197,27 @@ def test_batchnorm_and_activation_conventions(name: str) -> None:
     for bn in norms:
         assert (bn.momentum, bn.eps) == (0.01, 1e-3)
         assert torch.all(bn.weight == 1) and torch.all(bn.bias == 0)
-    act, other = (nn.ELU, nn.ReLU) if "resunet" in name else (nn.ReLU, nn.ELU)
+    elus = (ELU, nn.ELU)
+    act, other = (ELU, nn.ReLU) if "resunet" in name else (nn.ReLU, elus)
     assert any(isinstance(m, act) for m in net.modules())
     assert not any(isinstance(m, other) for m in net.modules())
+
+
+def test_fast_elu_is_torch_elu_in_value_and_gradient() -> None:
+    x = torch.cat([torch.linspace(-20, 20, 4001), torch.tensor([0.0, -1e-9, 1e-9])])
+    x = x.double().requires_grad_()
+    assert torch.autograd.gradcheck(ELU(), (x[::97].detach().requires_grad_(),))
+    y = ELU()(x)
+    (grad,) = torch.autograd.grad(y.sum(), x)
+    (expected_grad,) = torch.autograd.grad(F.elu(x).sum(), x)
+    torch.testing.assert_close(y, F.elu(x), atol=1e-15, rtol=0)
+    torch.testing.assert_close(grad, expected_grad, atol=1e-12, rtol=0)
+    with torch.inference_mode():  # counting's path: no autograd, same values
+        for dtype, tol in ((torch.float32, 1e-7), (torch.bfloat16, 2**-7)):
+            z = x.detach().to(dtype)  # the exact ELU of the rounded input, within its rounding
+            assert ELU()(z).dtype == dtype
+            torch.testing.assert_close(ELU()(z).double(), F.elu(z.double()), atol=tol, rtol=tol)
+    assert torch.isnan(ELU()(torch.tensor([float("nan")]))).all()
 
 
 def test_conv_init_is_kaiming_fan_in() -> None:

@@ -17,6 +17,7 @@ from torch import nn
 
 from .base import IN_CHANNELS, SegmentationNet
 from .blocks import (
+    ELU,
     ResidualUnit,
     UpResidualUnit,
     batch_norm,
@@ -30,7 +31,7 @@ BRIDGE_KERNEL = 5
 
 def _colorspace() -> nn.Sequential:
     """Learned RGB -> 1 channel projection: 1x1 conv -> BN -> ELU."""
-    return nn.Sequential(conv(IN_CHANNELS, 1, 1), batch_norm(1), nn.ELU())
+    return nn.Sequential(conv(IN_CHANNELS, 1, 1), batch_norm(1), ELU())
 
 
 def _input_block(in_channels: int, out_channels: int) -> nn.Sequential:
@@ -38,7 +39,7 @@ def _input_block(in_channels: int, out_channels: int) -> nn.Sequential:
     return nn.Sequential(
         conv(in_channels, out_channels, 3),
         batch_norm(out_channels),
-        nn.ELU(),
+        ELU(),
         conv(out_channels, out_channels, 3),
     )
 

@@ -79,7 +79,7 @@ class ELU(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if torch.is_grad_enabled() and x.requires_grad:
-            return _ELUFunction.apply(x)  # type: ignore[no-any-return]
+            return _ELUFunction.apply(x)
         return _elu(x)
 
 

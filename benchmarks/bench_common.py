@@ -18,7 +18,8 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -45,6 +46,23 @@ NOISY_SPREAD = 0.15
 Result = dict[str, Any]  # what a section's ``run`` returns: Stats, numbers, strings
 
 _START = time.perf_counter()
+
+
+@contextmanager
+def torch_elu() -> Iterator[None]:
+    """Within the block, the nets' ELU layers run PyTorch's own kernel (``F.elu``), as
+    before commit 2ef4dcc wrote it out (``cellcount.nets.blocks.ELU``): the "before"
+    rows of sections 4 and 9. Same function, so the same weights give the same cells."""
+    import torch.nn.functional as F
+
+    from cellcount.nets.blocks import ELU
+
+    written_out = ELU.forward
+    ELU.forward = lambda self, x: F.elu(x)  # type: ignore[method-assign,assignment]
+    try:
+        yield
+    finally:
+        ELU.forward = written_out  # type: ignore[method-assign]
 
 
 def progress(message: str) -> None:

@@ -43,6 +43,7 @@ from benchmarks.bench_common import (
     plain,
     progress,
     run_child,
+    torch_elu,
 )
 from cellcount.data.io import read_image
 from cellcount.inference.predict import predict_probabilities
@@ -58,6 +59,8 @@ EXTRA_OPTIONS = (
     "bf16 autocast + channels_last, 1 thread",
     "bf16 autocast + channels_last, torch.compile",
     "fp32, ONNX Runtime (`cellcount export`)",
+    "fp32 channels_last, torch's ELU kernel (before)",
+    "bf16 autocast + channels_last, torch's ELU kernel (before)",
 )
 ALLOCATORS = ("default", "tuned")  # glibc malloc as it is, and as tune_allocator sets it
 
@@ -106,6 +109,17 @@ def _time(net: nn.Module, image: np.ndarray, plan: Plan, precision: str) -> Stat
 
 
 # -- child: c_resunet options in a fresh process ---------------------------------------------
+def _torch_elu(run: Callable[[], np.ndarray]) -> Callable[[], np.ndarray]:
+    """``run`` with the nets' ELU layers on PyTorch's kernel (:func:`torch_elu`)."""
+
+    def call() -> np.ndarray:
+        """``run()`` under :func:`torch_elu`."""
+        with torch_elu():
+            return run()
+
+    return call
+
+
 def _one_thread(run: Callable[[], np.ndarray]) -> Callable[[], np.ndarray]:
     """``run`` on one torch thread (the thread count restored after)."""
 
@@ -160,6 +174,8 @@ def _option_runs(
         runs[EXTRA_OPTIONS[0]] = lambda: _one_thread(partial(_predict, last, image, "bf16"))
         runs[EXTRA_OPTIONS[1]] = lambda: _compiled(copy.deepcopy(last), image)
         runs[EXTRA_OPTIONS[2]] = lambda: _onnx_runtime(net, image, folder)
+        runs[EXTRA_OPTIONS[3]] = lambda: _torch_elu(partial(_predict, last, image))
+        runs[EXTRA_OPTIONS[4]] = lambda: _torch_elu(partial(_predict, last, image, "bf16"))
     return runs
 
 

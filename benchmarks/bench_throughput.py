@@ -3,8 +3,10 @@
 Two folders: the real 1600x1200 FNC images (each linked ``copies`` times; cells
 given as 40 px) and real 256x256 DSB 2018 nuclei images (cells given as 16 px, the
 model's own size). For each: the model-only prediction time per image (the floor
-of counting), then ``cellcount count`` one image at a time (``--prefetch 0
---batch-images 1``, how the CLI counted before), with reading and writing overlapped,
+of counting), then ``cellcount count`` one image at a time as the CLI counted before
+this work (``--prefetch 0 --batch-images 1`` with the nets' ELU on PyTorch's kernel,
+:func:`~benchmarks.bench_common.torch_elu`), one image at a time now, with reading
+and writing overlapped,
 and also with equal images batched (the defaults), alternated over ``repeats`` runs;
 then once with the cell size estimated (``--cell-diameter auto``, the default), and,
 through the API, each image counted with ``auto`` and again given the size ``auto``
@@ -13,6 +15,7 @@ chose: the estimate's own cost, apart from that of counting at another size.
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 import tempfile
 import time
@@ -20,12 +23,15 @@ from pathlib import Path
 
 from PIL import Image
 
-from benchmarks.bench_common import FNC_CELL_DIAMETER, Result, Stats, progress
+from benchmarks.bench_common import FNC_CELL_DIAMETER, Result, Stats, progress, torch_elu
 from benchmarks.bench_counting import run_cli
 from cellcount.counter import Counter
 
+ONE_AT_A_TIME = ["--prefetch", "0", "--batch-images", "1"]
+BEFORE = "one at a time, torch's ELU kernel (before: `--prefetch 0 --batch-images 1`, F.elu)"
 MODES = {
-    "one at a time (`--prefetch 0 --batch-images 1`)": ["--prefetch", "0", "--batch-images", "1"],
+    BEFORE: ONE_AT_A_TIME,
+    "one at a time (`--prefetch 0 --batch-images 1`)": ONE_AT_A_TIME,
     "overlapped (`--prefetch 2 --batch-images 1`)": ["--prefetch", "2", "--batch-images", "1"],
     "overlapped and batched (defaults: `--prefetch 2 --batch-images 8`)": [],
 }
@@ -89,7 +95,8 @@ def _folder(folder: Path, scratch: Path, repeats: int, diameter: float) -> Resul
     for repeat in range(repeats):
         for index, (label, options) in enumerate(MODES.items()):
             out = scratch / f"{folder.name}_{index}_{repeat}"
-            modes[label].append(_per_image(folder, out, [*size, *options]))
+            with torch_elu() if label == BEFORE else contextlib.nullcontext():
+                modes[label].append(_per_image(folder, out, [*size, *options]))
     auto = _per_image(folder, scratch / f"{folder.name}_auto", [])
     estimate = _estimate_cost(folder)
     with Image.open(next(folder.iterdir())) as picture:

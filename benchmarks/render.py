@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -44,6 +45,10 @@ IN_CELLCOUNT = {
         "off: compiles per image size (set-up) for a few %"
     ),
     "fp32, ONNX Runtime (`cellcount export`)": "off: slower than torch",
+    "fp32 channels_last, torch's ELU kernel (before)": "off since 2ef4dcc: ELU written out",
+    "bf16 autocast + channels_last, torch's ELU kernel (before)": (
+        "off since 2ef4dcc: ELU written out"
+    ),
 }
 NONE = "—"
 GOAL_FOLDER_OVER_MODEL = 1.1  # 1600x1200 folder, per image, over model-only prediction
@@ -403,7 +408,10 @@ def _options(data: Data) -> tuple[str, bool]:
         "faults after the warm-up). The tuned process also runs the bf16 row on one thread "
         "(`torch.set_num_threads(1)`), through `torch.compile` (inductor, "
         "`torch._inductor.config.freezing = True`), and the fp32 net exported by "
-        "`cellcount export --format onnx` in ONNX Runtime's CPU provider (default threads). "
+        "`cellcount export --format onnx` in ONNX Runtime's CPU provider (default threads), "
+        "and the channels-last fp32 and bf16 rows with the nets' ELU layers on PyTorch's "
+        "own kernel (`F.elu`), as before commit 2ef4dcc wrote the ELU out (docs/method.md"
+        "#networks: PyTorch's CPU ELU evaluates `expm1` element by element). "
         f"One warm-up call, then {options['repeats']} timed calls each; *set-up* is the "
         "option's preparation plus its warm-up call (compilation, export, first oneDNN "
         "kernels). Speed-up is vs the first row; the max |probability difference| is vs the "
@@ -755,13 +763,15 @@ def section_precision(data: Data) -> Part:
 
 # -- section 9 -----------------------------------------------------------------------------
 def throughput_ratios(folder: Data) -> dict[str, float]:
-    """The default mode (the last) over model-only; one at a time (the first) over the
-    default (speed-up); auto over the default given size, and (``estimate``) auto over
-    given the size auto chose, image by image."""
+    """The default mode (the last) over model-only; one at a time as before (the first)
+    and as now (the second) over the default (speed-up, speedup_now); auto over the
+    default given size, and (``estimate``) auto over given the size auto chose, image by
+    image."""
     medians = [stats(times).median for times in folder["modes"].values()]
     cost = folder.get("estimate")
     return {"over_model": medians[-1] / stats(folder["model_only"]).median,
-            "speedup": medians[0] / medians[-1], "auto": folder["auto"] / medians[-1],
+            "speedup": medians[0] / medians[-1], "speedup_now": medians[1] / medians[-1],
+            "auto": folder["auto"] / medians[-1],
             "estimate": cost["auto"] / cost["given its size"] if cost else math.nan}  # fmt: skip
 
 
@@ -805,7 +815,9 @@ def section_throughput(data: Data) -> Part:
         "chose for it: counting at a smaller size costs more pixels, so that ratio is the "
         "estimate's own cost. Goals: a 1600x1200 folder at most "
         f"{GOAL_FOLDER_OVER_MODEL}x the model-only time per image; a 256x256 folder at "
-        f"least {GOAL_SMALL_SPEEDUP:g}x the images/s of one at a time; the size estimate at "
+        f"least {GOAL_SMALL_SPEEDUP:g}x the images/s of one at a time as before (the first "
+        "row: the nets' ELU layers on PyTorch's kernel, as before commit 2ef4dcc); the size "
+        "estimate at "
         f"most {GOAL_AUTO_SIZE}x a given size.\n\n"
         + table(
             ["folder", "how", "s per image, median (min–max)", "images/s", "over model only"], rows
@@ -1021,7 +1033,9 @@ def _goal_throughput(data: Data) -> list[Row]:
         [f"counting a folder of {shapes[0]}, per image, over model-only prediction",
          f"<= {GOAL_FOLDER_OVER_MODEL}x", fmt_ratio(large["over_model"])],
         [f"counting a folder of {shapes[1]}, images/s, overlapped and batched over one at "
-         "a time", f">= {GOAL_SMALL_SPEEDUP:g}x", fmt_ratio(small["speedup"])],
+         "a time as before (torch's ELU kernel); in brackets over one at a time now",
+         f">= {GOAL_SMALL_SPEEDUP:g}x",
+         f"{fmt_ratio(small['speedup'])} ({fmt_ratio(small['speedup_now'])})"],
         [f"auto cell size over a given size, per image ({shapes[0]}; {shapes[1]}); in "
          "brackets over given the size auto chose",
          f"<= {GOAL_AUTO_SIZE}x", f"{_auto_ratios(large)}; {_auto_ratios(small)}"],
@@ -1064,11 +1078,35 @@ GOAL_ROWS: dict[str, Callable[[Data], list[Row]]] = {
 }
 
 
-def goals_table(sections: dict[str, Data]) -> str:
-    """The goals at a glance, from the figures of the sections that ran."""
+def goals_table(sections: dict[str, Data], carried: dict[str, Data] | None = None) -> str:
+    """The goals at a glance, from the figures of the sections that ran; a section carried
+    over from an earlier run (:func:`carried_sections`) gets one row pointing to it."""
     rows = [row for key, rows_of in GOAL_ROWS.items() if key in sections
             for row in rows_of(sections[key])]  # fmt: skip
+    for key, old in (carried or {}).items():
+        if key in GOAL_ROWS:
+            rows.append([f"section {old['title']}", f"see section {key}",
+                         f"not measured in this run; carried over from {old['run']}"])  # fmt: skip
     return table(["measure", "goal", "this run (median)"], rows)
+
+
+def carried_sections(page: str, measured: set[str]) -> dict[str, Data]:
+    """The sections of an earlier page (its Markdown) that this run did not measure:
+    number -> ``title``, ``body`` and ``run`` (that page's run line: command and date)."""
+    found = re.search(r"^This run: (.+?), [0-9.]+ min in all\.$", page, re.MULTILINE)
+    run = f"the run {found.group(1)}" if found else "an earlier run"
+    carried: dict[str, Data] = {}
+    for match in re.finditer(r"^## ((\d+)\. .+?)\n\n(.*?)(?=^## |\Z)", page, re.M | re.S):
+        title, key, body = match.groups()
+        if key in SECTIONS and key not in measured:
+            earlier = re.match(r"\*Not measured in this run.*?carried over unchanged from "
+                               r"(.+?)\.\*\n\n", body, re.S)  # fmt: skip
+            if earlier:  # carried before: keep the run it came from
+                carried[key] = {"title": title, "body": body[earlier.end() :].rstrip(),
+                                "run": earlier.group(1)}  # fmt: skip
+            else:
+                carried[key] = {"title": title, "body": body.rstrip(), "run": run}
+    return carried
 
 
 # -- the page --------------------------------------------------------------------------------
@@ -1219,14 +1257,25 @@ def render(results: Data) -> str:
     note = cuda_note(sections)
     if note:
         lines += [note, ""]
-    lines += ["## Goals at a glance", "", goals_table(sections), ""]
+    carried: dict[str, Data] = results.get("carried", {})
+    lines += ["## Goals at a glance", "", goals_table(sections, carried), ""]
     lines += _machine(results, parts)
     for key in SECTIONS:
         if key in parts:
             lines += [f"## {parts[key].title}", "", parts[key].body, ""]
+        elif key in carried:
+            why = f" (it failed: {_last_line(failures[key])})" if key in failures else ""
+            lines += [f"## {carried[key]['title']}", "",
+                      f"*Not measured in this run{why}: carried over unchanged from "
+                      f"{carried[key]['run']}.*", "", carried[key]["body"], ""]  # fmt: skip
         elif key in failures:
             lines += [f"## Section {key} failed", "", "```", failures[key].rstrip(), "```", ""]
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _last_line(text: str) -> str:
+    """The last non-empty line of a traceback: the exception."""
+    return [line for line in text.splitlines() if line.strip()][-1].strip()
 
 
 def main(argv: list[str] | None = None) -> int:

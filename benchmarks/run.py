@@ -68,7 +68,7 @@ from benchmarks.bench_common import (
     progress,
 )
 from benchmarks.bench_inference import PAPER_ARCHS, Plan
-from benchmarks.render import SECTIONS, render
+from benchmarks.render import SECTIONS, carried_sections, render
 from cellcount.counter import DEFAULT_TILE_SIZE
 from cellcount.runtime.files import atomic_write_text
 
@@ -350,6 +350,8 @@ def main(argv: list[str] | None = None) -> int:
     raw = Path(args.json) if args.json else out.with_suffix(".json")
     results = measure_all(args, config)
     results.update(json=raw.name, out=out.name)
+    if out.exists():  # what this run did not measure stays, marked as carried over
+        results["carried"] = carried_sections(out.read_text(), set(results["sections"]))
     atomic_write_text(raw, json.dumps(results, indent=1) + "\n")
     atomic_write_text(out, render(results))
     progress(f"wrote {raw} and {out} ({results['elapsed_s'] / 60:.1f} min)")

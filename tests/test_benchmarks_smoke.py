@@ -330,9 +330,9 @@ def test_run_saves_json_and_renders_it(tmp_path: Path) -> None:
     assert "QUICK SMOKE RUN" in page and "## 1. Weight map (training targets)" in page
 
 
-def _folder_result(shape: str, model: float, one: float, batched: float, auto: float,
-                   chosen: float) -> Any:  # fmt: skip
-    times = (_stats(one), _stats((one + batched) / 2), _stats(batched))
+def _folder_result(shape: str, model: float, before: float, one: float, batched: float,
+                   auto: float, chosen: float) -> Any:  # fmt: skip
+    times = (_stats(before), _stats(one), _stats((one + batched) / 2), _stats(batched))
     modes = dict(zip(bench_throughput.MODES, times, strict=True))
     return {"shape": shape, "images": 8, "diameter": 16.0, "model_only": _stats(model),
             "modes": modes, "auto": auto,
@@ -341,15 +341,17 @@ def _folder_result(shape: str, model: float, one: float, batched: float, auto: f
 
 def test_throughput_goals_are_ratios_of_the_same_run(fake_results: dict[str, Any]) -> None:
     fake_results["sections"]["9"] = {"folders": [
-        _folder_result("1600x1200", 0.8, 0.95, 0.85, 1.1, 0.88),
-        _folder_result("256x256", 0.05, 0.12, 0.06, 0.08, 0.05)]}  # fmt: skip
+        _folder_result("1600x1200", 0.8, 1.5, 0.95, 0.85, 1.1, 0.88),
+        _folder_result("256x256", 0.05, 0.21, 0.12, 0.06, 0.08, 0.05)]}  # fmt: skip
     page = rendering.render(fake_results)
-    # The default (batched) mode: 0.85 / 0.8 = 1.06; 0.12 / 0.06 = 2.0; auto over it
-    # 1.1 / 0.85 = 1.29 and 0.08 / 0.06 = 1.33; over the size auto chose 1.25 and 1.60.
+    # The default (batched) mode: 0.85 / 0.8 = 1.06; 0.21 / 0.06 = 3.5 over before and
+    # 0.12 / 0.06 = 2.0 over one at a time now; auto over it 1.1 / 0.85 = 1.29 and
+    # 0.08 / 0.06 = 1.33; over the size auto chose 1.25 and 1.60.
     assert "| counting a folder of 1600x1200, per image, over model-only prediction | <= 1.1x " \
         "| 1.06x |" in page  # fmt: skip
     assert "| counting a folder of 256x256, images/s, overlapped and batched over one at a " \
-        "time | >= 3x | 2.00x |" in page  # fmt: skip
+        "time as before (torch's ELU kernel); in brackets over one at a time now | >= 3x " \
+        "| 3.50x (2.00x) |" in page  # fmt: skip
     assert "| <= 1.5x | 1.29x (1.25x); 1.33x (1.60x) |" in page
     assert "## 9. Folder throughput" in page
 
@@ -471,3 +473,41 @@ def test_curve_rows_read_back_keep_whole_counts_whole(tmp_path: Path) -> None:
     back = read_rows(tmp_path / "c.csv")
     assert back == [row]
     assert "| a | 10 | 4 | 69 | 2.4 | fine-tuned | 40 |" in markdown(back, "cmd")
+
+
+def test_sections_a_run_did_not_measure_are_carried_over_marked(
+    fake_results: dict[str, Any],
+) -> None:
+    fake_results["sections"]["10"] = _peer_results()
+    earlier = rendering.render(fake_results)  # a page with section 10, as measured then
+    del fake_results["sections"]["10"]
+    fake_results["date"] = "2026-02-02 00:00 UTC"
+    fake_results["failures"]["10"] = "Traceback ...\nRuntimeError: no trained peer model"
+    carried = rendering.carried_sections(earlier, set(fake_results["sections"]))
+    assert set(carried) == {"10"}  # 1, 2, 4 and 6 were measured again; 7 failed both times
+    fake_results["carried"] = carried
+    page = rendering.render(fake_results)
+    title, body = earlier.split("## 10. ")[1].split("\n\n", 1)
+    assert f"## 10. {title}\n\n" in page and body.rstrip() in page  # as it was, unchanged
+    assert "*Not measured in this run (it failed: RuntimeError: no trained peer model): " \
+        "carried over unchanged from the run `python -m benchmarks.run`, 2026-01-01 00:00 " \
+        "UTC.*" in page  # fmt: skip
+    assert "| see section 10 | not measured in this run; carried over from the run" in page
+    assert "Section 10 failed" not in page
+    # Carried again by a later run: it still names the run that measured it.
+    again = rendering.carried_sections(page, set(fake_results["sections"]))
+    assert again["10"]["run"] == carried["10"]["run"]
+    assert again["10"]["body"] == carried["10"]["body"]
+
+
+def test_torch_elu_restores_the_written_out_elu() -> None:
+    import torch.nn.functional as F
+
+    from benchmarks.bench_common import torch_elu
+    from cellcount.nets.blocks import ELU
+
+    x = torch.linspace(-3, 3, 1001)
+    with torch_elu():
+        assert torch.equal(ELU()(x), F.elu(x))  # PyTorch's own kernel, bit for bit
+    assert ELU.forward is not None and not torch.equal(ELU()(x), F.elu(x))
+    torch.testing.assert_close(ELU()(x), F.elu(x), atol=1e-6, rtol=0)

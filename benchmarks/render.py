@@ -42,7 +42,7 @@ IN_CELLCOUNT = {
     "bf16 autocast + channels_last": "on where bf16 is native (`--precision auto`)",
     "bf16 autocast + channels_last, 1 thread": "off: torch uses all cores",
     "bf16 autocast + channels_last, torch.compile": (
-        "off: compiles per image size (set-up) for a few %"
+        "off: compiles again for every image size (set-up)"
     ),
     "fp32, ONNX Runtime (`cellcount export`)": "off: slower than torch",
     "fp32 channels_last, torch's ELU kernel (before)": "off since 2ef4dcc: ELU written out",

@@ -248,11 +248,30 @@ def test_finetune_writes_checkpoint_card_and_before_after_report(
         assert card["held_out_scores"][label]["n_images"] == len(card["held_out_images"])
     report = out.with_suffix(".report.md").read_text()
     assert "| fine-tuned |" in report and "| before" not in report
+    assert card["verdict"]["text"] in report and card["verdict"]["better"] in (True, False, None)
     assert out.with_suffix(".overlay.png").stat().st_size > 0
     # Too few images, and images without points, are refused before any training.
     (points / f"{sorted(p.stem for p in images.iterdir())[0]}.csv").unlink()
     assert finetune_main([str(images), "--points", str(points), "--out", str(out),
                           "--from", str(base), "--quiet"]) == 2  # fmt: skip
+
+
+def test_finetune_verdict_says_when_the_fine_tuned_model_is_worse() -> None:
+    from cellcount.training.finetune import verdict
+
+    def scores(f1_before: float, mae_before: float, f1_after: float, mae_after: float
+               ) -> dict[str, dict[str, float]]:  # fmt: skip
+        return {"before": {"n_images": 2, "f1": f1_before, "mae": mae_before},
+                "after": {"n_images": 2, "f1": f1_after, "mae": mae_after}}  # fmt: skip
+
+    worse = verdict(scores(0.80, 3.0, 0.52, 47.5), "pretrained")
+    assert worse["better"] is False
+    assert "WORSE than `pretrained`" in worse["text"] and "F1 0.520 against 0.800" in worse["text"]
+    assert verdict(scores(0.5, 40.0, 0.7, 12.0), "pretrained")["better"] is True
+    mixed = verdict(scores(0.5, 10.0, 0.6, 14.0), "pretrained")
+    assert mixed["better"] is None and "Mixed" in mixed["text"]
+    empty = {"before": {"n_images": 0.0}, "after": {"n_images": 0.0}}
+    assert verdict(empty, "pretrained")["better"] is None
 
 
 def test_finetune_refuses_a_negative_fold_count(

@@ -76,6 +76,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (DataError, ValueError, FileNotFoundError) as err:
         print(f"cellcount finetune: error: {err}", file=sys.stderr)
         return 2
+    if card["verdict"]["better"] is False:  # said even with --quiet
+        print(f"cellcount finetune: warning: {card['verdict']['text']}", file=sys.stderr)
     if not args.quiet:
         print(report_markdown(card))
         print(f"wrote {out} (count with: cellcount count IMAGES --model {out} --out DIR)")

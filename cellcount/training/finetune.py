@@ -305,6 +305,7 @@ def finetune(options: FinetuneOptions) -> dict[str, Any]:
         "held_out_scores": {label: summary(scored) for label, scored in rows.items()},
         "run_dir": str(work / "run"),
     }  # fmt: skip
+    card["verdict"] = verdict(card["held_out_scores"], options.base)
     options.out.with_suffix(".json").write_text(json.dumps(card, indent=1))
     options.out.with_suffix(".report.md").write_text(report_markdown(card))
     return card
@@ -335,6 +336,27 @@ def held_out_rows(options: FinetuneOptions, data: Path, names: list[str], base: 
     return rows
 
 
+def verdict(scores: dict[str, dict[str, float]], base: str) -> dict[str, Any]:
+    """Whether the fine-tuned model ("after") beat its base ("before") on the held-out
+    images: ``better`` True (higher F1, MAE not higher), False (lower F1, MAE not
+    lower) or None (mixed, or nothing scored), and a sentence that says so."""
+    before, after = scores["before"], scores["after"]
+    if not before.get("n_images") or not after.get("n_images"):
+        return {"better": None, "text": "No held-out image had points to score."}
+    figures = (f"F1 {after['f1']:.3f} against {before['f1']:.3f}, MAE {after['mae']:.2f} "
+               f"against {before['mae']:.2f}")  # fmt: skip
+    if after["f1"] > before["f1"] and after["mae"] <= before["mae"]:
+        return {"better": True, "text": f"The fine-tuned model beats `{base}` on the "
+                                        f"held-out images ({figures})."}  # fmt: skip
+    if after["f1"] < before["f1"] and after["mae"] >= before["mae"]:
+        return {"better": False, "text": (
+            f"The fine-tuned model is WORSE than `{base}` on the held-out images "
+            f"({figures}): keep counting with `{base}`, or check the points and add "
+            "annotated images before fine-tuning again.")}  # fmt: skip
+    return {"better": None, "text": f"Mixed result on the held-out images ({figures}): "
+                                    "look at the overlay before choosing a model."}  # fmt: skip
+
+
 def report_markdown(card: dict[str, Any]) -> str:
     """The before/after table of a fine-tuning run's card."""
     scores = card["held_out_scores"]
@@ -355,4 +377,4 @@ def report_markdown(card: dict[str, Any]) -> str:
         row = scores[label]
         lines.append(f"| {name} | " + " | ".join(f"{row.get(k, float('nan')):.3f}"
                                                 for k in TABLE_KEYS) + " |")  # fmt: skip
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + f"\n\n{card['verdict']['text']}\n"

@@ -24,7 +24,8 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -109,28 +110,27 @@ def _time(net: nn.Module, image: np.ndarray, plan: Plan, precision: str) -> Stat
 
 
 # -- child: c_resunet options in a fresh process ---------------------------------------------
-def _torch_elu(run: Callable[[], np.ndarray]) -> Callable[[], np.ndarray]:
-    """``run`` with the nets' ELU layers on PyTorch's kernel (:func:`torch_elu`)."""
+@contextmanager
+def _one_thread() -> Iterator[None]:
+    """Within the block torch uses one thread (the thread count restored after)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _under(
+    context: Callable[[], AbstractContextManager[None]], run: Callable[[], np.ndarray]
+) -> Callable[[], np.ndarray]:
+    """``run``, each call inside a fresh ``context()`` (e.g. :func:`_one_thread`, or
+    :func:`~benchmarks.bench_common.torch_elu` for PyTorch's ELU kernel)."""
 
     def call() -> np.ndarray:
-        """``run()`` under :func:`torch_elu`."""
-        with torch_elu():
+        """``run()`` inside the context."""
+        with context():
             return run()
-
-    return call
-
-
-def _one_thread(run: Callable[[], np.ndarray]) -> Callable[[], np.ndarray]:
-    """``run`` on one torch thread (the thread count restored after)."""
-
-    def call() -> np.ndarray:
-        """``run()`` with one thread."""
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            return run()
-        finally:
-            torch.set_num_threads(threads)
 
     return call
 
@@ -171,11 +171,11 @@ def _option_runs(
         BASIC_OPTIONS[2]: lambda: partial(_predict, last, image, "bf16"),
     }
     if extras:
-        runs[EXTRA_OPTIONS[0]] = lambda: _one_thread(partial(_predict, last, image, "bf16"))
+        runs[EXTRA_OPTIONS[0]] = lambda: _under(_one_thread, partial(_predict, last, image, "bf16"))
         runs[EXTRA_OPTIONS[1]] = lambda: _compiled(copy.deepcopy(last), image)
         runs[EXTRA_OPTIONS[2]] = lambda: _onnx_runtime(net, image, folder)
-        runs[EXTRA_OPTIONS[3]] = lambda: _torch_elu(partial(_predict, last, image))
-        runs[EXTRA_OPTIONS[4]] = lambda: _torch_elu(partial(_predict, last, image, "bf16"))
+        runs[EXTRA_OPTIONS[3]] = lambda: _under(torch_elu, partial(_predict, last, image))
+        runs[EXTRA_OPTIONS[4]] = lambda: _under(torch_elu, partial(_predict, last, image, "bf16"))
     return runs
 
 

@@ -76,11 +76,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (DataError, ValueError, FileNotFoundError) as err:
         print(f"cellcount finetune: error: {err}", file=sys.stderr)
         return 2
-    if card["verdict"]["better"] is False:  # said even with --quiet
-        print(f"cellcount finetune: warning: {card['verdict']['text']}", file=sys.stderr)
     if not args.quiet:
         print(report_markdown(card))
         print(f"wrote {out} (count with: cellcount count IMAGES --model {out} --out DIR)")
+    if card["verdict"]["better"] is False:  # said even with --quiet, and said last
+        print(f"cellcount finetune: warning: {card['verdict']['text']}", file=sys.stderr)
     return 0
 
 

@@ -3,7 +3,7 @@ VENV ?= .venv
 PEERS ?= cellpose,stardist
 BIN := $(VENV)/bin
 
-.PHONY: install test test-all lint typecheck package-check bench peers-env stardist-env peers real-data missed-cells pretrained dsb-table1 samples-scores clean
+.PHONY: install test test-all lint typecheck package-check bench peers-env stardist-env peers real-data missed-cells size-sweep pretrained dsb-table1 samples-scores clean
 
 install:  ## create .venv and install cellcount (editable) with dev extras
 	$(PY) -m venv $(VENV)
@@ -47,13 +47,16 @@ stardist-env:  ## .venv-stardist with StarDist 0.9 on TensorFlow CPU for the pee
 clean:
 	rm -rf .pytest_cache .mypy_cache .ruff_cache
 
-# The next four need data that is not shipped: the full DSB 2018 fluorescence set
+# The next five need data that is not shipped: the full DSB 2018 fluorescence set
 # (CELLCOUNT_DSB=/path/to/it) and the FNC sample folder (CELLCOUNT_FNC=/path/to/it).
 real-data:  ## the shipped model vs the classical baseline on held-out real sets -> docs/results/real_data.md
 	$(BIN)/python -m scripts.real_data
 
 missed-cells:  ## which held-out cells the shipped model misses, and why -> docs/results/missed_cells.md
 	$(BIN)/python -m scripts.missed_cells
+
+size-sweep:  ## the automatic cell size on held-out images rescaled to 8-120 px cells -> docs/results/size_sweep.md
+	$(BIN)/python -m scripts.size_sweep
 
 pretrained:  ## train the shipped `pretrained` model -> cellcount/resources/models/
 	$(BIN)/python -m scripts.make_pretrained

@@ -1,6 +1,6 @@
 """Train the shipped ``pretrained`` model and write it into the package.
 
-    CELLCOUNT_DSB=... CELLCOUNT_FNC=... make pretrained    # about 70 min on 2 CPU cores
+    CELLCOUNT_DSB=... CELLCOUNT_FNC=... make pretrained    # about 40 min on 2 CPU cores
     python -m scripts.make_pretrained --recalibrate         # counting choices only (~10 min)
     python -m scripts.make_pretrained --size-model          # size model only (~5 min)
 

@@ -143,7 +143,7 @@ def _size_cells(row: dict[str, Any]) -> list[str]:
             row["s/image auto vs given"]]  # fmt: skip
 
 
-def _first_per_set(
+def first_per_set(
     items: list[tuple[str, Path, Path]], per_set: int | None
 ) -> list[tuple[str, Path, Path]]:
     """At most ``per_set`` items of each set (all when None), in order."""
@@ -171,7 +171,7 @@ def run(
     """Score every held-out set (or its first ``per_set`` images); write a CSV and overlays."""
     counters = {"auto": Counter.from_checkpoint(model, "cpu")}
     by_set: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    items = _first_per_set(held_out_images(dsb, fnc), per_set)
+    items = first_per_set(held_out_images(dsb, fnc), per_set)
     for index, (name, image, truth) in enumerate(items):
         print(f"[{index + 1}] {name} {image.name}", file=sys.stderr, flush=True)
         result = score_one(counters, image, truth)

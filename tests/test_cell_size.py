@@ -52,17 +52,31 @@ def test_first_guess_is_within_25_percent(diameter: float, touching: bool) -> No
 
 
 @pytest.mark.parametrize("diameter", [12, 20])
-def test_a_bright_structure_is_no_size_guess(diameter: float) -> None:
-    """Nuclei along the rim of an embryo: Otsu separates the embryo (one component far
-    larger than any cell) from the dark background. That is no cell size: no guess
-    (counting then starts at the model's own size), never the embryo's width."""
-    image, _ = _discs(diameter)
+def test_cells_in_a_bright_structure_are_measured_not_the_structure(diameter: float) -> None:
+    """Nuclei inside an embryo: Otsu separates the embryo (one component far larger than
+    any cell) from the dark background. The guess is then the nuclei's size, measured on
+    the brighter part of the embryo, never the embryo's width."""
+    image, labels = _discs(diameter)
     side = image.shape[0]
     yy, xx = np.mgrid[:side, :side]
     body = ((yy - side / 2) / (0.45 * side)) ** 2 + ((xx - side / 2) / (0.48 * side)) ** 2 < 1
     grey = np.where(body, image[..., 0] * 0.6 + 0.25, 0.02)
-    assert first_guess(np.repeat(grey[..., None], 3, -1).astype(np.float32)) is None
-    assert first_guess(image) is not None  # the same cells without the embryo
+    guess = first_guess(np.repeat(grey[..., None], 3, -1).astype(np.float32))
+    true = median_diameter(labels[body])
+    assert guess is not None and true is not None
+    assert abs(guess / true - 1) <= 0.25, (guess, true)
+
+
+def test_a_structure_without_cells_is_no_size_guess() -> None:
+    """An even bright body on a dark background: one structure at both thresholds, so no
+    guess (counting then starts at the model's own size), never the body's width."""
+    side = 256
+    yy, xx = np.mgrid[:side, :side]
+    body = ((yy - side / 2) / (0.45 * side)) ** 2 + ((xx - side / 2) / (0.48 * side)) ** 2 < 1
+    rng = np.random.default_rng(0)
+    grey = np.where(body, 0.6, 0.02) + 0.01 * rng.standard_normal((side, side))
+    rgb = np.repeat(np.clip(grey, 0, 1)[..., None], 3, -1).astype(np.float32)
+    assert first_guess(rgb) is None
 
 
 def test_no_objects_no_guess() -> None:

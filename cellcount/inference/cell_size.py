@@ -48,9 +48,12 @@ def first_guess(image: np.ndarray) -> float | None:
 
     Each foreground component counts once; a component whose area exceeds
     ``CLUMP_FILL`` times its largest inscribed disc is taken as a clump and
-    measured by that disc, else by its equivalent diameter. A guess too large to
-    be a cell (over ``MAX_GUESS_FRACTION`` of the short side, from one component
-    holding over half the foreground) is no guess (None).
+    measured by that disc, else by its equivalent diameter. When Otsu's threshold
+    gives one structure (a guess over ``MAX_GUESS_FRACTION`` of the short side, from
+    one component holding over half the foreground: crowded cells merged into a
+    field, or cells inside bright tissue), the brighter part of that foreground is
+    measured instead (Otsu's threshold of the foreground pixels: the cells' cores);
+    when that is one structure too, there is no guess (None).
     """
     grey = (image[..., 0] + image[..., 1] + image[..., 2]) / np.float32(3)  # = mean, faster
     factor = max(1, int(np.sqrt(grey.size / GUESS_PIXELS)))
@@ -60,10 +63,22 @@ def first_guess(image: np.ndarray) -> float | None:
     smoothed = ndi.gaussian_filter(grey, 1.0)
     if smoothed.max() - smoothed.min() < 1e-3:
         return None
-    guess, share = _guess_at(smoothed > threshold_otsu(smoothed))
-    if guess is not None and guess > min(smoothed.shape) * MAX_GUESS_FRACTION and share > 0.5:
-        return None  # Otsu split one bright structure (tissue, an embryo) from the background
+    threshold = threshold_otsu(smoothed)
+    guess = _cell_guess(smoothed, threshold)
+    bright = smoothed[smoothed > threshold]
+    if guess is None and bright.size and bright.max() - bright.min() >= 1e-3:
+        guess = _cell_guess(smoothed, threshold_otsu(bright))
     return None if guess is None else guess * factor
+
+
+def _cell_guess(smoothed: np.ndarray, threshold: float) -> float | None:
+    """:func:`_guess_at` of the float (H, W) image's pixels over ``threshold``; None when
+    there are none, or when the guess is one structure (tissue, an embryo, a field of
+    merged cells) rather than cells."""
+    guess, share = _guess_at(smoothed > threshold)
+    if guess is not None and guess > min(smoothed.shape) * MAX_GUESS_FRACTION and share > 0.5:
+        return None
+    return guess
 
 
 def _guess_at(foreground: np.ndarray) -> tuple[float | None, float]:

@@ -94,7 +94,6 @@ def score_one(counters: dict[str, Counter], image_path: Path, truth_path: Path) 
 
 def set_rows(name: str, results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One table row per method for a set."""
-    errors = np.array([r["auto_d"] / r["true_d"] - 1 for r in results])
     auto_s, given_s = (float(np.median([r["seconds"][i] for r in results])) for i in (0, 1))
     rows = []
     for method in METHODS:
@@ -104,18 +103,23 @@ def set_rows(name: str, results: list[dict[str, Any]]) -> list[dict[str, Any]]:
                "counted": sum(r["scores"][method].match.n_pred for r in results),
                **{k: metrics[k] for k in ("precision", "recall", "f1", "mae", "mpe")}}  # fmt: skip
         if method == METHODS[0]:
-            row.update({"size error (median)": float(np.median(np.abs(errors))),
-                        "size within 25 %": _within(results, "auto_d"),
-                        "appearance within 25 %": _within(results, "looks_d"),
+            row.update({"size error (median)": float(np.median(size_errors(results, "auto_d"))),
+                        "size within 25 %": share_within_25(results, "auto_d"),
+                        "appearance within 25 %": share_within_25(results, "looks_d"),
                         "s/image auto vs given": f"{auto_s:.2f} / {given_s:.2f}"})  # fmt: skip
         rows.append(row)
     return rows
 
 
-def _within(results: list[dict[str, Any]], key: str) -> float:
+def size_errors(results: list[dict[str, Any]], key: str) -> np.ndarray:
+    """|estimate / true diameter - 1| of each result whose size estimate ``key`` is set."""
+    return np.abs([r[key] / r["true_d"] - 1 for r in results if r[key] is not None])
+
+
+def share_within_25(results: list[dict[str, Any]], key: str) -> float:
     """Share of images whose size estimate ``key`` is within 25 % of the truth (NaN: none)."""
-    errors = [r[key] / r["true_d"] - 1 for r in results if r[key] is not None]
-    return float(np.mean(np.abs(errors) <= 0.25)) if errors else float("nan")
+    errors = size_errors(results, key)
+    return float(np.mean(errors <= 0.25)) if errors.size else float("nan")
 
 
 def markdown(rows: list[dict[str, Any]], command: str) -> str:

@@ -25,7 +25,7 @@ import numpy as np
 
 from cellcount.counter import Counter
 from cellcount.data.io import read_image
-from cellcount.data.sizes import median_diameter
+from cellcount.data.sizes import median_diameter, rescale_truth, rescaled_shape
 from cellcount.evaluation.matching import label_mask
 from cellcount.evaluation.metrics import summarize
 from cellcount.evaluation.scoring import score_image
@@ -36,6 +36,8 @@ from scripts.real_data import (
     first_per_set,
     held_out_images,
     read_truth,
+    share_within_25,
+    size_errors,
 )
 
 OUT = REPO / "docs" / "results"
@@ -55,14 +57,12 @@ def rescaled(
         truth: int (H, W) instance labels, 0 = background.
     """
     factor = diameter / median_diameter(truth)
-    height, width = (max(1, round(side * factor)) for side in truth.shape)
+    height, width = rescaled_shape(truth.shape, factor)
     if height * width > MAX_PIXELS or min(height, width) < MIN_SIDE:
         return None
     smooth = cv2.INTER_AREA if factor < 1 else cv2.INTER_LINEAR
     resized = cv2.resize(image, (width, height), interpolation=smooth)
-    labels = cv2.resize(truth.astype(np.float32), (width, height),
-                        interpolation=cv2.INTER_NEAREST)  # fmt: skip
-    return resized, labels.astype(np.int32)
+    return resized, rescale_truth(truth, factor)
 
 
 def sweep_image(counter: Counter, image: np.ndarray, truth: np.ndarray,
@@ -89,11 +89,10 @@ def summary_rows(by_key: dict[tuple[str, float], list[dict[str, Any]]]) -> list[
     """One row per (set, size): images, size error, share within 25 %, F1, MPE, seconds."""
     rows = []
     for (name, diameter), results in by_key.items():
-        errors = np.abs([r["auto_d"] / r["true_d"] - 1 for r in results])
         metrics = summarize(r["match"] for r in results)
         rows.append({"set": name, "cell diameter": diameter, "images": len(results),
-                     "size error": float(np.median(errors)),
-                     "within 25 %": float(np.mean(errors <= 0.25)),
+                     "size error": float(np.median(size_errors(results, "auto_d"))),
+                     "within 25 %": share_within_25(results, "auto_d"),
                      "f1": metrics["f1"], "mpe": metrics["mpe"],
                      "seconds": float(np.median([r["seconds"] for r in results]))})  # fmt: skip
     return rows

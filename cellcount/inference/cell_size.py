@@ -65,9 +65,10 @@ def first_guess(image: np.ndarray) -> float | None:
         return None
     threshold = threshold_otsu(smoothed)
     guess = _cell_guess(smoothed, threshold)
-    bright = smoothed[smoothed > threshold]
-    if guess is None and bright.size and bright.max() - bright.min() >= 1e-3:
-        guess = _cell_guess(smoothed, threshold_otsu(bright))
+    if guess is None:  # one structure: measure its brighter part, the cells' cores
+        bright = smoothed[smoothed > threshold]
+        if bright.size and bright.max() - bright.min() >= 1e-3:
+            guess = _cell_guess(smoothed, threshold_otsu(bright))
     return None if guess is None else guess * factor
 
 
